@@ -1,0 +1,137 @@
+"""The one place where frames change layout, colour order or dtype.
+
+The runtime's common currency is an ``HxWx3 uint8 RGB`` array (C-contiguous); the model
+wants ``[1,3,H',W'] float32 RGB in [0,1]`` with ``H'``, ``W'`` multiples of 8. This module
+converts between the two without allocating per frame: a :class:`PlanarBuffers` holds the
+padded input and output tensors for one frame size, and is re-made only when the size
+changes. OpenCV's SIMD kernels do the heavy passes (measured faster than numpy on the
+target CPU; see ``sharpcam bench``).
+
+Padding is *reflect* (``dcb|abcd|cba``, OpenCV's ``BORDER_REFLECT_101``): the border a
+convolution sees looks like image content, so the crop that comes back has no seam.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from sharpcam.contract import MULTIPLE
+
+_INV255 = np.float32(1.0 / 255.0)
+
+
+def check_frame(frame: object) -> np.ndarray:
+    """Return ``frame`` if it is an ``HxWx3 uint8`` array, else raise.
+
+    Raises:
+        TypeError: not a numpy array, or not uint8.
+        ValueError: not ``HxWx3``, or empty.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise TypeError(f"frame dtype must be uint8, got {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise ValueError(f"frame shape must be (H, W, 3), got {frame.shape}")
+    return frame
+
+
+def rgb_from_bgr(frame: np.ndarray) -> np.ndarray:
+    """``HxWx3 uint8`` BGR (OpenCV's order) to a new RGB array; also works RGB to BGR."""
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+bgr_from_rgb = rgb_from_bgr
+
+
+def padded_size(height: int, width: int, multiple: int = MULTIPLE) -> tuple[int, int]:
+    """The smallest ``(H', W')`` ≥ ``(height, width)`` that are multiples of ``multiple``."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def _reflect_fill(buf: np.ndarray, height: int, width: int) -> None:
+    """Fill ``buf[..., height:, :]`` and ``buf[..., :, width:]`` by reflecting the content
+    in ``buf[..., :height, :width]`` (edge not repeated); works in place on any dtype."""
+    full_h, full_w = buf.shape[-2:]
+    for i in range(height, full_h):  # rows below the image
+        src = _reflect_index(i, height)
+        buf[..., i, :width] = buf[..., src, :width]
+    for j in range(width, full_w):  # columns right of it, padded rows included
+        src = _reflect_index(j, width)
+        buf[..., :, j] = buf[..., :, src]
+
+
+def _reflect_index(i: int, n: int) -> int:
+    """Index in ``[0, n)`` that reflect padding maps position ``i`` to (any ``i``, ``n`` ≥ 1)."""
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    i %= period
+    return i if i < n else period - i
+
+
+class PlanarBuffers:
+    """Reusable model-side tensors for frames of one size.
+
+    Args:
+        height, width: frame size (any, ≥ 1).
+        multiple: the model's size multiple (8 in the contract).
+
+    Attributes:
+        input: ``[1,3,H',W'] float32``, filled by :meth:`load`.
+        output: ``[1,3,H',W'] float32``, where the model's result is written.
+    """
+
+    def __init__(self, height: int, width: int, multiple: int = MULTIPLE) -> None:
+        self.height, self.width = height, width
+        self.padded = padded_size(height, width, multiple)
+        shape = (1, 3, *self.padded)
+        self.input = np.zeros(shape, np.float32)
+        self.output = np.zeros(shape, np.float32)
+        self._planes = [np.empty((height, width), np.uint8) for _ in range(3)]
+
+    def load(self, frame: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """Write ``frame`` (``HxWx3 uint8``, RGB or BGR) into :attr:`input` as RGB in
+        ``[0,1]``, reflect-padded to the multiple; return :attr:`input`.
+
+        Raises:
+            ValueError: ``frame`` is not this buffer's size.
+        """
+        if frame.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame is {frame.shape[:2]}, buffers are for {self.size}")
+        planes = cv2.split(frame, self._planes)
+        order = (2, 1, 0) if bgr else (0, 1, 2)
+        for c, p in enumerate(order):
+            np.multiply(planes[p], _INV255, out=self.input[0, c, : self.height, : self.width])
+        if self.padded != (self.height, self.width):
+            _reflect_fill(self.input[0], self.height, self.width)
+        return self.input
+
+    def unload(self, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
+        """:attr:`output` cropped back to the frame size, as ``HxWx3 uint8`` (rounded,
+        saturated to [0,255]; values below 0 become 0), RGB unless ``bgr``.
+
+        ``out``, if given, must be a C-contiguous ``HxWx3 uint8`` array; it is filled and
+        returned. Otherwise a new array is returned (the caller may keep it).
+        """
+        res = self.output[0, :, : self.height, : self.width]
+        # Zero negatives in place first: convertScaleAbs takes |x| (cheap SIMD, then saturates).
+        cv2.threshold(
+            self.output[0].reshape(-1, self.padded[1]),
+            0.0,
+            0.0,
+            cv2.THRESH_TOZERO,
+            dst=self.output[0].reshape(-1, self.padded[1]),
+        )
+        for c in range(3):
+            cv2.convertScaleAbs(res[c], self._planes[c], alpha=255.0)
+        planes = self._planes[::-1] if bgr else self._planes
+        if out is None:
+            return cv2.merge(planes)
+        return cv2.merge(planes, out)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the frames these buffers are for."""
+        return self.height, self.width
