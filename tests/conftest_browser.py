@@ -38,6 +38,8 @@ from sharpcam.webrtc_app import Relay, RelaySettings
 
 #: The colour the synthetic sources show (RGB); far from mid-grey so inversion is obvious.
 COLOUR = (200, 60, 40)
+#: What the invert model makes of it.
+INVERTED_COLOUR = 255 - np.array(COLOUR, float)
 
 
 def write_invert_model(path: Path) -> Path:

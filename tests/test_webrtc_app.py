@@ -25,7 +25,7 @@ from conftest_browser import (  # noqa: E402
     wait_until,
 )
 
-from sharpcam.webrtc_app import PAGE_FILES, parse_view  # noqa: E402
+from sharpcam.webrtc_app import PAGE_FILES, RelaySettings, parse_view  # noqa: E402
 from sharpcam.webrtc_track import View  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
@@ -173,6 +173,18 @@ def test_too_many_peers_get_503_until_one_leaves(invert_engine) -> None:
             second = await connect(url, track=ColourTrack())
             await wait_until(lambda: len(second.frames) >= 1, "the second peer's frames")
             await second.close()
+
+    asyncio.run(run())
+
+
+def test_a_peer_that_never_connects_is_closed_after_the_timeout(invert_engine) -> None:
+    async def run() -> None:
+        relay = make_relay(invert_engine)
+        relay.settings = RelaySettings(connect_timeout_s=0.5)
+        async with relay_server(relay) as url:
+            status, _, _ = await connect_raw_offer(url)  # answer received, never applied
+            assert status == 200
+            await wait_until(lambda: not relay.peers, "the server to give up on the peer")
 
     asyncio.run(run())
 

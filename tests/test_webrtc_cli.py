@@ -1,0 +1,151 @@
+"""``sharpcam serve`` (``sharpcam.webrtc.main``): bad options are one clear line and a
+non-zero exit; the real server process prints its address, relays, streams a file, warns
+off loopback, and closes its peers on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("conftest_browser")
+
+from conftest_browser import (  # noqa: E402
+    INVERTED_COLOUR,
+    ColourTrack,
+    connect,
+    mean_rgb,
+    wait_until,
+    write_clip,
+)
+
+from sharpcam.webrtc import ServeSettings, main, url_for  # noqa: E402
+
+pytest_plugins = ["conftest_browser"]  # fixtures: invert_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--max-peers", "0"], 2, "--max-peers must be at least 1"),
+        (["--port", "70000"], 2, "--port must be in 0..65535"),
+        (["--source", "no-such-clip.mp4"], 1, "--source no-such-clip.mp4: no such video file"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_non_zero(
+    invert_model: Path, capsys, argv: list[str], code: int, message: str
+) -> None:
+    got, err = run_main([*argv, "--model", str(invert_model)], capsys)
+    assert got == code
+    assert message in err and err.startswith("sharpcam serve: error:") and "\n" not in err
+
+
+def test_a_missing_model_names_the_file(tmp_path: Path, capsys) -> None:
+    code, err = run_main(["--model", str(tmp_path / "none.onnx"), "--port", "0"], capsys)
+    assert code == 1 and "none.onnx does not exist" in err and "\n" not in err
+
+
+def test_an_unknown_provider_is_an_argparse_error(invert_model: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--provider", "gpu", "--model", str(invert_model)])
+    assert info.value.code == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_line(invert_model: Path, capsys) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = run_main(["--port", str(port), "--model", str(invert_model)], capsys)
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+
+
+def test_settings_know_loopback() -> None:
+    assert ServeSettings().is_loopback and ServeSettings(host="::1").is_loopback
+    assert ServeSettings(host="localhost").is_loopback
+    assert not ServeSettings(host="0.0.0.0").is_loopback
+    assert not ServeSettings(host="example.org").is_loopback
+    assert url_for("0.0.0.0", 8080) == "http://127.0.0.1:8080/"
+    assert url_for("::1", 8080) == "http://[::1]:8080/"
+
+
+async def start_server(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``python -m sharpcam.webrtc`` with ``args``; return it and its URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sharpcam.webrtc",
+        "--port",
+        "0",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+    match = re.search(r"open (http://\S+) in Chrome or Firefox", line)
+    if match is None:
+        proc.kill()
+        _, err = await proc.communicate()
+        raise AssertionError(f"no address in {line!r}; stderr: {err.decode()}")
+    return proc, match.group(1)
+
+
+async def interrupt(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.slow
+def test_the_server_relays_and_closes_its_peers_on_ctrl_c(invert_model: Path) -> None:
+    async def run() -> None:
+        proc, url = await start_server("--model", str(invert_model))
+        client = await connect(url, track=ColourTrack(), options={"split": 0})
+        await wait_until(lambda: len(client.frames) >= 3, "frames from the server process")
+        frame = client.frames[-1].to_ndarray(format="rgb24")
+        assert abs(mean_rgb(frame, 0.1, 0.9) - INVERTED_COLOUR).max() < 25
+        code, out, err = await interrupt(proc)
+        assert code == 0, err
+        assert "closed 1 peer connection(s)" in out
+        await wait_until(lambda: client.pc.connectionState == "closed", "the client to see it")
+        await client.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_the_server_streams_a_file_and_warns_off_loopback(invert_model: Path, tmp_path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=10)
+
+    async def run() -> None:
+        proc, url = await start_server(
+            "--host", "0.0.0.0", "--model", str(invert_model), "--source", str(clip)
+        )
+        assert url.startswith("http://127.0.0.1:")
+        client = await connect(url, recvonly=True, options={"split": 0})
+        await wait_until(lambda: len(client.frames) >= 15, "frames past the clip's end")
+        frame = client.frames[-1].to_ndarray(format="rgb24")
+        assert abs(mean_rgb(frame, 0.1, 0.9) - INVERTED_COLOUR).max() < 25
+        await client.close()
+        code, _, err = await interrupt(proc)
+        assert code == 0, err
+        assert "warning: listening on 0.0.0.0, not loopback" in err
+        assert "no authentication" in err and "--source" in err
+
+    asyncio.run(run())

@@ -1,0 +1,77 @@
+"""50 connect/disconnect cycles against a real relay with real aiortc peers: afterwards no
+more threads, asyncio tasks, open peer connections or file descriptors than after warm-up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+pytest.register_assert_rewrite("conftest_browser")
+
+from conftest_browser import ColourTrack, connect, make_relay, relay_server, wait_until  # noqa: E402
+
+pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
+
+CYCLES = 50
+WARMUP = 5
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["relay", "receive"])
+def test_connect_disconnect_cycles_leak_nothing(invert_engine, mode: str) -> None:
+    async def run() -> None:
+        source = ColourTrack(160, 120) if mode == "receive" else None
+        relay = make_relay(invert_engine, source=source, max_peers=2)
+
+        def counts() -> tuple[int, int, int, int]:
+            return (
+                threading.active_count(),
+                len(asyncio.all_tasks()),
+                len(relay.peers),
+                open_fds(),
+            )
+
+        async with relay_server(relay) as url:
+            baseline = None
+            peak_threads = 0
+            for cycle in range(CYCLES):
+                if mode == "relay":
+                    client = await connect(url, track=ColourTrack(160, 120), channel=True)
+                else:
+                    client = await connect(url, recvonly=True, channel=True)
+                await wait_until(lambda c=client: len(c.frames) >= 2, f"frames in cycle {cycle}")
+                peak_threads = max(peak_threads, threading.active_count())
+                await client.close()
+                await wait_until(lambda: not relay.peers, f"the server to free peer {cycle}")
+                if cycle + 1 == WARMUP:
+                    await asyncio.sleep(0.2)
+                    baseline = counts()
+            assert baseline is not None
+
+            # let closing work finish (decoder threads join, tasks unwind), then compare
+            def settled() -> bool:
+                threads, tasks, peers, fds = counts()
+                return (
+                    threads <= baseline[0]
+                    and tasks <= baseline[1]
+                    and peers == 0
+                    and fds <= baseline[3]
+                )
+
+            try:
+                await wait_until(settled, "counts back to the warm-up baseline", deadline_s=10)
+            finally:
+                print(
+                    f"threads/tasks/peers/fds: after warm-up {baseline}, after {CYCLES} "
+                    f"cycles {counts()}, peak threads {peak_threads}"
+                )
+            assert relay.peers == frozenset()
+
+    asyncio.run(run())
