@@ -229,6 +229,10 @@ class TestReadCheckpoint:
             "pass an existing file with --vgg PATH"
         )
 
+    def test_a_folder_is_not_a_checkpoint(self, tmp_path: Path) -> None:
+        with pytest.raises(WeightsError, match="is not a file; pass an existing file with --x"):
+            read_checkpoint(tmp_path, what="thing", flag="--x")
+
     def test_not_a_checkpoint(self, tmp_path: Path) -> None:
         (tmp_path / "junk.pth").write_bytes(b"this is not a zip or a pickle\n" * 10)
         with pytest.raises(WeightsError) as error:

@@ -263,7 +263,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, what: str, flag: str) -> ob
     """
     file = Path(path)
     if not file.is_file():
-        raise WeightsError(f"{what} {file} does not exist; pass an existing file with {flag} PATH")
+        problem = "is not a file" if file.exists() else "does not exist"
+        raise WeightsError(f"{what} {file} {problem}; pass an existing file with {flag} PATH")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
