@@ -1,0 +1,192 @@
+"""The demo page in a real headless Chromium against a real relay.
+
+Chromium's fake camera plays a y4m clip written here; the server runs a real ONNX Runtime
+engine with a colour-negative model, so the page can prove from pixels (read back through
+a canvas) that the right half of what it shows is the model's output and the left half the
+original, and that the toggle and divider change that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.register_assert_rewrite("conftest_browser", "browser")
+
+from browser import COUNT_FRAMES_JS, SAMPLE_JS, chromium, figures, wait_for, write_y4m  # noqa: E402
+from conftest_browser import COLOUR, make_relay, write_clip  # noqa: E402
+
+from sharpcam.webrtc import BackgroundServer  # noqa: E402
+from sharpcam.webrtc_source import open_source_track  # noqa: E402
+
+pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TOLERANCE = 30  # camera y4m → VP8 → server → VP8 → canvas: two lossy passes, 4 conversions
+LEFT, RIGHT = [0.05, 0.4, 0.1, 0.6], [0.6, 0.95, 0.1, 0.6]  # x0, x1, y0, y1 (flat area)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    clip = write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m", colour=COLOUR)
+    with chromium(clip) as b:
+        yield b
+
+
+def close_to(rgb: list[float] | None, want: np.ndarray) -> bool:
+    return rgb is not None and bool(np.abs(np.asarray(rgb) - want).max() < TOLERANCE)
+
+
+def regions_become(page: Any, left: np.ndarray, right: np.ndarray, what: str) -> None:
+    """Wait until the remote video's left and right regions show ``left`` and ``right``."""
+
+    def check() -> bool:
+        sample = page.evaluate(SAMPLE_JS, [LEFT, RIGHT])
+        return sample is not None and close_to(sample[0], left) and close_to(sample[1], right)
+
+    for _ in range(300):  # a guard against hangs (30 s), not a speed claim
+        if check():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{what}: regions are {page.evaluate(SAMPLE_JS, [LEFT, RIGHT])}")
+
+
+def open_page(context: Any, url: str) -> tuple[Any, list[str]]:
+    """A new page at ``url`` and the list its script errors and console errors go to."""
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    page.goto(url)
+    return page, errors
+
+
+def wait_peers_gone(server: BackgroundServer, page: Any) -> None:
+    for _ in range(300):
+        if not server.call(lambda: len(server.relay.peers)):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the server kept the peer")
+
+
+def wait_connected_with_frames(page: Any, frames: int = 10) -> None:
+    wait_for(
+        page,
+        "() => document.getElementById('status').textContent === 'connected'",
+        what="the page to connect",
+    )
+    page.evaluate(COUNT_FRAMES_JS)
+    wait_for(page, f"() => window.remoteFrames > {frames}", what=f"{frames} remote frames")
+
+
+def number(text: str) -> float:
+    return float(text)  # raises on "–": the figure was not filled in
+
+
+def test_the_page_relays_the_camera_sharpened_with_divider_toggle_and_figures(
+    browser: Any, invert_engine: Any
+) -> None:
+    original = np.array(COLOUR, float)
+    inverted = 255 - original
+    relay = make_relay(invert_engine, stats_interval_s=0.5)
+    with BackgroundServer(relay) as server:
+        context = browser.new_context(viewport={"width": 1100, "height": 800})
+        page, errors = open_page(context, server.url)
+        wait_connected_with_frames(page)
+        assert page.text_content("#mode") == "relay: your camera"
+
+        # the split view: original | sharpened (the model's colour negative)
+        regions_become(page, original, inverted, "split view at 0.5")
+
+        # figures: from getStats and from the server, and they update
+        first = wait_for(
+            page,
+            "() => { const t = (id) => document.getElementById(id).textContent;"
+            " return t('fig-server-fps') !== '–' && t('fig-fps') !== '–' && t('fig-rtt') !== '–'"
+            " && t('fig-model-ms') !== '–' ? t('fig-frames') : null; }",
+            what="figures filled in",
+        )
+        wait_for(
+            page,
+            "(n) => Number(document.getElementById('fig-frames').textContent) > Number(n)",
+            first,
+            what="frames received to go up",
+        )
+        shown = figures(page)
+        assert number(shown["fig-fps"]) > 0 and number(shown["fig-server-fps"]) > 0
+        assert number(shown["fig-model-ms"]) > 0 and number(shown["fig-rtt"]) >= 0
+        assert number(shown["fig-dropped"]) >= 0 and number(shown["fig-errors"]) == 0
+        assert shown["fig-size"] == "640×480" and shown["fig-codec"] in ("VP8", "H264")
+        assert shown["fig-model"] == "invert test model"
+
+        # the toggle switches sharpening off and on
+        page.uncheck("#sharpen")
+        regions_become(page, original, original, "sharpening off")
+        page.check("#sharpen")
+        regions_become(page, original, inverted, "sharpening back on")
+
+        # drag the divider to the left edge: everything sharpened
+        box = page.locator("#stage").bounding_box()
+        mid_y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] / 2, mid_y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.3, mid_y, steps=5)
+        page.mouse.move(box["x"] + 1, mid_y, steps=5)
+        page.mouse.up()
+        regions_become(page, inverted, inverted, "divider dragged to the left")
+        assert page.get_attribute("#divider", "aria-valuenow") == "0"
+
+        # Stop closes the connection; the server frees the peer
+        page.click("#stop")
+        assert page.text_content("#status") == "stopped"
+        wait_peers_gone(server, page)
+        assert errors == []
+        context.close()
+
+
+def test_receive_only_mode_shows_the_servers_source(
+    browser: Any, invert_engine: Any, tmp_path: Path
+) -> None:
+    colour = (30, 160, 90)  # not the camera's colour: this must come from the server
+    original = np.array(colour, float)
+    source = open_source_track(str(write_clip(tmp_path / "clip.mp4", frames=20, colour=colour)))
+    try:
+        with BackgroundServer(make_relay(invert_engine, source=source)) as server:
+            context = browser.new_context()
+            page, errors = open_page(context, server.url)
+            wait_connected_with_frames(page)
+            assert page.text_content("#mode") == "receive-only: the server's source"
+            regions_become(page, original, 255 - original, "the source, split")
+            assert errors == []
+            context.close()
+    finally:
+        source.close()
+
+
+def test_a_full_relay_is_reported_on_the_page_and_a_freed_slot_reused(
+    browser: Any, invert_engine: Any
+) -> None:
+    relay = make_relay(invert_engine, max_peers=1)
+    with BackgroundServer(relay) as server:
+        context = browser.new_context()
+        first, _ = open_page(context, server.url)
+        wait_connected_with_frames(first, frames=2)
+        second, _ = open_page(context, server.url)
+        message = wait_for(
+            second,
+            "() => { const s = document.getElementById('status');"
+            " return s.classList.contains('error') ? s.textContent : null; }",
+            what="the refusal on the second page",
+        )
+        assert "HTTP 503" in message and "max-peers" in message
+        assert second.is_enabled("#start")
+        first.close(run_before_unload=True)  # pagehide closes its peer connection
+        wait_peers_gone(server, second)
+        second.click("#start")
+        wait_connected_with_frames(second, frames=2)
+        context.close()
