@@ -340,7 +340,7 @@ class Engine:
             plan = self._plan
             if plan is None or plan.buffers.size != frame.shape[:2]:
                 if plan is not None:
-                    log.info(
+                    log.debug(
                         "frame size changed to %dx%d: re-planning", frame.shape[1], frame.shape[0]
                     )
                 plan = self._plan = _Plan(self._session, frame.shape[0], frame.shape[1])

@@ -1,0 +1,353 @@
+"""``sharpcam bench``: how fast the model runs, per provider and frame size.
+
+For every provider that opens here and every size (360p, 720p, 1080p by default) it times
+``Engine.process`` on a synthetic frame and prints a Markdown table: model ms per frame
+(median and p95), frames per second of the whole call, and the host-side overhead
+(conversion to and from the model's layout, padding, copies) with its share.
+
+``--io-compare`` also times the alternative the engine does not use: the colour and dtype
+conversion done inside the ONNX graph (a uint8 NHWC wrapper around the model, which needs
+the ``onnx`` package), so the choice can be re-checked on any machine.
+
+``--clip FILE`` adds the end-to-end rate of ``sharpcam --input FILE --output tmp.mp4``
+(decode, model, encode) and the share of time outside the model.
+
+Figures, not assertions: nothing here fails because a machine is slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sharpcam.cli import (
+    add_log_options,
+    add_model_options,
+    make_parser,
+    reports_errors,
+    setup_logging,
+)
+from sharpcam.engine import PROVIDERS, Engine, cpu_count
+from sharpcam.errors import ProviderError, UsageError
+
+log = logging.getLogger(__name__)
+
+#: Named frame sizes, ``(width, height)``.
+SIZES: dict[str, tuple[int, int]] = {
+    "360p": (640, 360),
+    "720p": (1280, 720),
+    "1080p": (1920, 1080),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One provider at one size (times in ms)."""
+
+    provider: str
+    size: str
+    model_median: float
+    model_p95: float
+    total_median: float
+    host_median: float
+
+    @property
+    def fps(self) -> float:
+        return 1e3 / self.total_median if self.total_median > 0 else float("inf")
+
+    @property
+    def host_share(self) -> float:
+        return self.host_median / self.total_median if self.total_median > 0 else 0.0
+
+
+def parse_size(text: str) -> tuple[str, tuple[int, int]]:
+    """``"720p"`` or ``"1366x768"`` → ``(label, (width, height))``.
+
+    Raises:
+        UsageError: neither form.
+    """
+    text = text.strip().lower()
+    if text in SIZES:
+        return text, SIZES[text]
+    w, sep, h = text.partition("x")
+    if sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
+        return text, (int(w), int(h))
+    raise UsageError(f"unknown size {text!r}; use {', '.join(SIZES)} or WIDTHxHEIGHT")
+
+
+def synthetic_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """An ``HxWx3 uint8`` RGB test picture: smooth gradients, edges and a little noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 128 + 100 * np.sin(x / max(width, 1) * 6.0)
+    g = 128 + 100 * np.cos(y / max(height, 1) * 5.0)
+    b = np.where((x // 32 + y // 32) % 2 == 0, 200.0, 60.0)
+    image = np.stack([r, g, b], axis=-1) + rng.normal(0, 6, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def bench_engine(
+    engine: Engine, sizes: Sequence[tuple[str, tuple[int, int]]], repeat: int, warmup: int
+) -> list[Row]:
+    """Time ``engine.process`` at each size; one :class:`Row` per size."""
+    rows = []
+    for label, (w, h) in sizes:
+        frame = synthetic_frame(w, h)
+        totals, model, host = [], [], []
+        for i in range(warmup + repeat):
+            t0 = time.perf_counter()
+            engine.process(frame)
+            if i >= warmup:
+                totals.append((time.perf_counter() - t0) * 1e3)
+                model.append(engine.last_ms)
+                host.append(engine.last_host_ms)
+        rows.append(
+            Row(
+                engine.provider,
+                f"{label} ({w}x{h})" if label in SIZES else label,
+                float(np.median(model)),
+                float(np.percentile(model, 95)),
+                float(np.median(totals)),
+                float(np.median(host)),
+            )
+        )
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as a Markdown table."""
+    lines = [
+        "| provider | frame | model ms (median) | model ms (p95) | total ms | fps "
+        "| host ms (share) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.provider} | {r.size} | {r.model_median:.1f} | {r.model_p95:.1f} | "
+            f"{r.total_median:.1f} | {r.fps:.1f} | {r.host_median:.1f} ({r.host_share:.0%}) |"
+        )
+    return "\n".join(lines)
+
+
+# -- the uint8 in-graph alternative -----------------------------------------------------------
+
+
+def uint8_wrapper(model_path: Path) -> bytes:
+    """The model wrapped to take and give ``[1,H,W,3] uint8`` RGB (conversion in the graph:
+    Cast, scale, Transpose in front; Transpose, scale, round, Clip, Cast behind).
+
+    Raises:
+        UsageError: the ``onnx`` package is missing.
+    """
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:
+        raise UsageError("--io-compare needs the onnx package: pip install onnx") from exc
+    from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = ["_f_in" if i == INPUT_NAME else i for i in node.input]
+        node.output[:] = ["_f_out" if o == OUTPUT_NAME else o for o in node.output]
+    front = [
+        helper.make_node("Cast", ["u8_in"], ["_c0"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["_c0", "_inv255"], ["_c1"]),
+        helper.make_node("Transpose", ["_c1"], ["_f_in"], perm=[0, 3, 1, 2]),
+    ]
+    back = [
+        helper.make_node("Transpose", ["_f_out"], ["_d0"], perm=[0, 2, 3, 1]),
+        helper.make_node("Mul", ["_d0", "_255"], ["_d1"]),
+        helper.make_node("Add", ["_d1", "_half"], ["_d2"]),
+        helper.make_node("Clip", ["_d2", "_zero", "_top"], ["_d3"]),
+        helper.make_node("Cast", ["_d3"], ["u8_out"], to=TensorProto.UINT8),
+    ]
+    consts = {"_inv255": 1 / 255, "_255": 255.0, "_half": 0.5, "_zero": 0.0, "_top": 255.0}
+    graph.initializer.extend(
+        numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()
+    )
+    nodes = [*front, *graph.node, *back]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for role, name in ((graph.input, "u8_in"), (graph.output, "u8_out")):
+        del role[:]
+        role.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["n", "h", "w", 3]))
+    del graph.value_info[:]
+    return model.SerializeToString()
+
+
+def compare_io(
+    engine: Engine, sizes: Sequence[tuple[str, tuple[int, int]]], repeat: int, warmup: int
+) -> list[tuple[str, float, float]]:
+    """``(size, host ms, in-graph ms)`` medians per size: the engine as it is (conversion
+    on the host) against the :func:`uint8_wrapper` graph on the same provider (padding on
+    the host with OpenCV into a reused buffer, the output cropped with one copy). The two
+    are timed in alternating blocks, so a busy machine slows both alike."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cpu_count()
+    session = ort.InferenceSession(
+        uint8_wrapper(engine.model_path),
+        sess_options=options,
+        providers=engine.session.get_providers(),
+    )
+    results = []
+    for label, (w, h) in sizes:
+        frame = synthetic_frame(w, h)
+        run_graph = _uint8_call(session, frame)
+        host: list[float] = []
+        graph: list[float] = []
+
+        def run_host(frame: np.ndarray = frame) -> None:
+            engine.process(frame)
+
+        # Blocks of calls, alternating, the first of each block untimed: each session's
+        # thread pool spins a while after a run, which would tax the other's next call.
+        block = 5
+        for _ in range(warmup):
+            run_host()
+            run_graph()
+        while len(host) < repeat:
+            for call, times in ((run_host, host), (run_graph, graph)):
+                call()
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    call()
+                    times.append((time.perf_counter() - t0) * 1e3)
+        results.append((label, float(np.median(host)), float(np.median(graph))))
+    return results
+
+
+def _uint8_call(session: Any, frame: np.ndarray) -> Callable[[], None]:
+    """One call of the uint8 graph on ``frame``: pad into a reused buffer, run, crop."""
+    import cv2
+
+    from sharpcam.frames import padded_size
+
+    h, w = frame.shape[:2]
+    ph, pw = padded_size(h, w)
+    inp = np.empty((1, ph, pw, 3), np.uint8)
+    out = np.empty((1, ph, pw, 3), np.uint8)
+    binding = session.io_binding()
+    binding.bind_cpu_input("u8_in", inp)
+    binding.bind_output("u8_out", "cpu", 0, np.uint8, list(out.shape), out.ctypes.data)
+
+    def call() -> None:
+        cv2.copyMakeBorder(frame, 0, ph - h, 0, pw - w, cv2.BORDER_REFLECT_101, dst=inp[0])
+        session.run_with_iobinding(binding)
+        np.ascontiguousarray(out[0, :h, :w])
+
+    return call
+
+
+# -- end to end on a clip ---------------------------------------------------------------------
+
+
+def bench_clip(engine: Engine, clip: Path) -> str:
+    """Run ``clip`` → model → H.264 file (in a temporary folder) and summarise."""
+    from sharpcam.pipeline import RunSettings, run_file
+    from sharpcam.sinks import FileSink
+    from sharpcam.sources import FileSource
+
+    with tempfile.TemporaryDirectory() as tmp, FileSource(clip) as source:
+        info = source.info
+        sink = FileSink(
+            Path(tmp) / "bench.mp4",
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            time_base=info.time_base,
+            audio=info.audio,
+        )
+        with sink:
+            stats = run_file(source, engine, [sink], RunSettings(progress=False))
+    fps = stats.frames_out / stats.elapsed
+    return (
+        f"{clip.name} ({info.width}x{info.height}) -> H.264 on {engine.provider}: "
+        f"{stats.frames_out} frames in {stats.elapsed:.2f} s = {fps:.1f} fps end to end; "
+        f"model {np.median(stats.model_ms):.1f} ms median; "
+        f"{stats.outside_model_share():.0%} of the time outside the model"
+    )
+
+
+# -- command ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "sharpcam bench",
+        "Time the model per provider and frame size; prints a Markdown table.",
+    )
+    add_model_options(parser)
+    group = parser.add_argument_group("benchmark")
+    group.add_argument(
+        "--providers", default="available", metavar="LIST",
+        help="comma-separated (tensorrt,cuda,cpu) or 'available'",
+    )  # fmt: skip
+    group.add_argument(
+        "--sizes", default="360p,720p,1080p", metavar="LIST",
+        help="comma-separated: 360p, 720p, 1080p or WIDTHxHEIGHT",
+    )  # fmt: skip
+    group.add_argument("--repeat", type=int, default=30, help="timed runs per size")
+    group.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    group.add_argument(
+        "--io-compare", action="store_true", help="also time conversion inside the graph (uint8)"
+    )
+    group.add_argument(
+        "--clip", type=Path, default=None, metavar="FILE", help="also time FILE -> model -> H.264"
+    )
+    add_log_options(parser)
+    return parser
+
+
+@reports_errors
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark table; 0 if at least one provider ran."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    if args.repeat < 1 or args.warmup < 0:
+        raise UsageError("--repeat must be at least 1 and --warmup at least 0")
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    if args.providers == "available":
+        names = list(PROVIDERS)
+    else:
+        names = [p.strip() for p in args.providers.split(",") if p.strip()]
+        if unknown := [p for p in names if p not in PROVIDERS]:
+            raise UsageError(f"unknown provider {unknown[0]!r}; choose from {', '.join(PROVIDERS)}")
+    rows: list[Row] = []
+    engines: list[Engine] = []
+    for name in names:
+        try:
+            engine = Engine(args.model, provider=name, threads=args.threads)
+        except ProviderError as err:
+            print(f"{name}: skipped ({err})")
+            continue
+        engines.append(engine)
+        rows += bench_engine(engine, sizes, args.repeat, args.warmup)
+    if not engines:
+        raise ProviderError("no provider could run the model here")
+    print(
+        f"model {engines[0].model_path} · {cpu_count()} CPU threads · {args.repeat} runs per size"
+    )
+    print(format_table(rows))
+    if args.io_compare:
+        print("\nconversion on the host (the engine) vs in the graph (uint8 NHWC wrapper):")
+        for engine in engines:
+            for label, host, graph in compare_io(engine, sizes, args.repeat, args.warmup):
+                print(
+                    f"{engine.provider} {label}: host {host:.1f} ms, graph {graph:.1f} ms "
+                    f"per frame (graph/host {graph / host:.2f})"
+                )
+    if args.clip is not None:
+        print(bench_clip(engines[-1], args.clip))
+    return 0

@@ -1,0 +1,363 @@
+"""The ``sharpcam`` command: camera or file → model → virtual camera, file or preview.
+
+``sharpcam [options]`` runs the live/file pipeline (this module); ``sharpcam enhance``,
+``sharpcam bench`` and ``sharpcam serve`` dispatch to :mod:`sharpcam.enhance`,
+:mod:`sharpcam.bench` and :mod:`sharpcam.webrtc` (each has ``main(argv) -> int``).
+
+Every failure a user can fix prints one line, ``sharpcam: error: <problem>; <fix>``, and
+exits non-zero (2 for bad options, 1 otherwise, 130 when a file run is interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sharpcam import __version__
+from sharpcam.contract import default_model_path
+from sharpcam.errors import SharpcamError, SinkError, UsageError
+
+if TYPE_CHECKING:
+    from sharpcam.engine import Engine
+    from sharpcam.sinks import Sink
+    from sharpcam.sources import SourceInfo
+
+log = logging.getLogger("sharpcam")
+
+#: Subcommands: name -> (module with ``main(argv) -> int``, one-line description).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "enhance": ("sharpcam.enhance", "sharpen one image: sharpcam enhance IN.png OUT.png"),
+    "bench": ("sharpcam.bench", "time the model per provider and frame size"),
+    "serve": ("sharpcam.webrtc", "WebRTC demo: sharpen a browser's camera and send it back"),
+}
+
+EPILOG = "commands (sharpcam COMMAND --help for each):\n" + "\n".join(
+    f"  {name:<9}{desc}" for name, (_, desc) in COMMANDS.items()
+)
+
+
+# -- shared by the commands ------------------------------------------------------------------
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, description and epilog kept as written."""
+
+
+def make_parser(prog: str, description: str, **kwargs: object) -> argparse.ArgumentParser:
+    """An argparse parser with sharpcam's help format."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=_Formatter,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--provider`` and ``--threads`` in a "model" group."""
+    from sharpcam.engine import PROVIDER_CHOICES
+
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", type=Path, default=None, metavar="PATH",
+        help=f"ONNX model (default: $SHARPCAM_MODEL or {_short(default_model_path())})",
+    )  # fmt: skip
+    group.add_argument(
+        "--provider", choices=PROVIDER_CHOICES, default="auto",
+        help="ONNX Runtime provider; auto tries tensorrt, cuda, cpu",
+    )  # fmt: skip
+    group.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)"
+    )
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``-v`` / ``-q``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """Log ``sharpcam: message`` lines to stderr at the level ``-v``/``-q`` ask for."""
+    level = (
+        logging.DEBUG
+        if getattr(args, "verbose", False)
+        else logging.WARNING
+        if getattr(args, "quiet", False)
+        else logging.INFO
+    )
+    root = logging.getLogger("sharpcam")
+    root.setLevel(level)
+    if not any(getattr(h, "_sharpcam", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("sharpcam: %(message)s"))
+        handler._sharpcam = True
+        root.addHandler(handler)
+    root.propagate = True
+
+
+def open_engine(args: argparse.Namespace) -> Engine:
+    """The :class:`~sharpcam.engine.Engine` the options ask for (raises ``ModelError``,
+    ``ProviderError``)."""
+    from sharpcam.engine import Engine
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    return Engine(args.model, provider=args.provider, threads=args.threads)
+
+
+def reports_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a command's ``main``: a :class:`SharpcamError` becomes one line on stderr and
+    its exit code."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except SharpcamError as err:
+            print(f"sharpcam: error: {err}", file=sys.stderr)
+            return err.exit_code
+
+    return wrapper
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# -- the run command ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the default (run) command."""
+    parser = make_parser(
+        "sharpcam",
+        "Sharpen a webcam or a video file in real time with a small ONNX model.\n"
+        "  sharpcam --device 0                         webcam 0 -> virtual camera\n"
+        "  sharpcam --device 0 --preview               ... in a split-view window instead\n"
+        "  sharpcam --input call.mp4 --output sharp.mp4",
+        usage="sharpcam [--device N | --input FILE] [--output FILE] [--preview] [options]\n"
+        "       sharpcam {enhance,bench,serve} ...",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"sharpcam {__version__}")
+    src = parser.add_argument_group("input (one of)")
+    src.add_argument(
+        "--device", default=None, metavar="N|PATH", help="camera index or device path (default: 0)"
+    )
+    src.add_argument("--input", type=Path, default=None, metavar="FILE", help="a video file")
+    src.add_argument("--width", type=int, default=None, help="camera mode to request: width")
+    src.add_argument("--height", type=int, default=None, help="... height")
+    src.add_argument("--fps", type=float, default=None, help="... frame rate")
+    src.add_argument(
+        "--list-devices", action="store_true", help="list the camera indices that open, then exit"
+    )
+    out = parser.add_argument_group("output (any of; default: the virtual camera for --device)")
+    out.add_argument("--output", type=Path, default=None, metavar="FILE", help="write a video file")
+    out.add_argument(
+        "--preview", action="store_true", help="split-view window (space: toggle, q: quit)"
+    )
+    out.add_argument(
+        "--virtual-camera", action="store_true", help="also send to the virtual camera"
+    )
+    out.add_argument(
+        "--vcam-backend", default=None, metavar="NAME",
+        help="pyvirtualcam backend (v4l2loopback, obs, unitycapture; default: first that works)",
+    )  # fmt: skip
+    out.add_argument(
+        "--vcam-device", default=None, metavar="DEV", help="virtual camera device, e.g. /dev/video2"
+    )
+    add_model_options(parser)
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--stats", action="store_true", help="status line every second (default: every 5 s)"
+    )
+    run.add_argument(
+        "--max-frames", type=int, default=None, metavar="N", help="stop after N frames"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar for files")
+    add_log_options(run)
+    return parser
+
+
+@reports_errors
+def run_command(argv: list[str] | None = None) -> int:
+    """The default command: ``sharpcam [--device N | --input FILE] [outputs] [options]``."""
+    from sharpcam import pipeline, sources
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    if args.list_devices:
+        found = sources.list_cameras()
+        print(
+            "cameras that open: " + ", ".join(map(str, found))
+            if found
+            else f"no camera opens (probed indices {sources.PROBE_INDICES.start}-"
+            f"{sources.PROBE_INDICES.stop - 1})"
+        )
+        return 0
+    _check_options(args)
+    engine = open_engine(args)
+    device = sources.parse_device(args.device) if args.device is not None else None
+    if device is None and args.input is None:
+        device = 0
+    with sources.open_source(
+        device=device, input=args.input, width=args.width, height=args.height, fps=args.fps
+    ) as source:
+        info = source.info
+        log.info(
+            "%s: %dx%d @ %.3g fps -> model %s on %s",
+            info.name,
+            info.width,
+            info.height,
+            float(info.fps),
+            _short(engine.model_path),
+            engine.provider,
+        )
+        sinks = _open_sinks(args, info)
+        settings = pipeline.RunSettings(
+            status_every=1.0 if args.stats else 5.0,
+            progress=not args.no_progress and not args.quiet,
+            max_frames=args.max_frames,
+        )
+        complete = False
+        try:
+            stats = pipeline.run(source, engine, sinks, settings)
+            complete = True
+        except KeyboardInterrupt:
+            if info.live:  # the capture loop handles it; only a late Ctrl-C lands here
+                complete = True
+                return 0
+            names = ", ".join(str(s.path) for s in sinks if hasattr(s, "path"))
+            print(
+                "sharpcam: interrupted" + (f"; {names} not written" if names else ""),
+                file=sys.stderr,
+            )
+            return 130
+        finally:
+            _close_all(sinks, complete=complete)
+    log.info("summary: %s", stats.summary())
+    if stats.source_lost:
+        print(f"sharpcam: error: {stats.source_lost}; outputs were finished", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Contradictions and unusable values, before anything is opened."""
+    from sharpcam.sinks import pick_codec
+
+    if args.device is not None and args.input is not None:
+        raise UsageError("give either --device or --input, not both")
+    for name in ("width", "height", "fps", "max_frames"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.input is not None and not (args.output or args.preview or args.virtual_camera):
+        raise UsageError("nothing to write: add --output FILE (or --preview, or --virtual-camera)")
+    if args.output is not None:
+        pick_codec(args.output.suffix)
+        if args.input is not None and _same_file(args.input, args.output):
+            raise UsageError("--output is the --input file; choose another output name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _open_sinks(args: argparse.Namespace, info: SourceInfo) -> list[Sink]:
+    """The sinks the options ask for; the virtual camera by default for a camera."""
+    from sharpcam import sinks as sink_kinds
+
+    opened: list[Sink] = []
+    want_vcam = args.virtual_camera or (info.live and not args.output and not args.preview)
+    try:
+        if args.output is not None:
+            opened.append(
+                sink_kinds.FileSink(
+                    args.output,
+                    width=info.width,
+                    height=info.height,
+                    fps=info.fps,
+                    time_base=info.time_base,
+                    audio=info.audio,
+                    colorspace=info.colorspace,
+                )
+            )
+        if want_vcam:
+            opened.append(
+                sink_kinds.VirtualCameraSink(
+                    info.width,
+                    info.height,
+                    float(info.fps),
+                    backend=args.vcam_backend,
+                    device=args.vcam_device,
+                )
+            )
+        if args.preview:
+            opened.append(sink_kinds.PreviewSink())
+    except BaseException:
+        _close_all(opened, complete=False)
+        raise
+    return opened
+
+
+def _close_all(sinks: list[Sink], *, complete: bool) -> None:
+    """Close every sink; the first error is raised after all were closed."""
+    first: BaseException | None = None
+    for sink in sinks:
+        try:
+            sink.close(complete=complete)
+        except BaseException as exc:  # each sink must get its close
+            first = first or exc
+    if first is not None:
+        if isinstance(first, SharpcamError):
+            raise first
+        raise SinkError(f"closing the outputs failed: {first}") from first
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sharpcam``: the run command, or a subcommand named first (``enhance``, ``bench``,
+    ``serve``), which gets the remaining arguments."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        return dispatch(args[0], args[1:])
+    return run_command(args)
+
+
+def dispatch(name: str, argv: list[str]) -> int:
+    """Run subcommand ``name``'s ``main(argv)``; its module is imported only now, so the
+    runtime works without the optional ones (``serve`` needs :mod:`sharpcam.webrtc`)."""
+    module_name, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(
+            f"sharpcam: error: `sharpcam {name}` needs {module_name}, which is not in this "
+            "installation; update sharpcam",
+            file=sys.stderr,
+        )
+        return 1
+    return int(module.main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""``sharpcam enhance IN OUT``: sharpen one image file.
+
+Any image OpenCV decodes (PNG, JPEG, WebP, TIFF, BMP...). Grey images come out as RGB;
+an alpha channel is kept as it was; 16-bit images are sharpened at 8 bits (a warning
+says so). The output format follows ``OUT``'s suffix and the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sharpcam.atomic import atomic_write_bytes
+from sharpcam.cli import (
+    add_log_options,
+    add_model_options,
+    make_parser,
+    open_engine,
+    reports_errors,
+    setup_logging,
+)
+from sharpcam.errors import SinkError, SourceError
+from sharpcam.sinks import check_writable
+
+log = logging.getLogger(__name__)
+
+
+def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(HxWx3 uint8 BGR, alpha HxW uint8 or None)`` from an image file.
+
+    Raises:
+        SourceError: missing, unreadable, or not an image OpenCV decodes.
+    """
+    if not path.is_file():
+        raise SourceError(f"input image {path} does not exist; check the path")
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise SourceError(
+            f"cannot decode {path}: not an image OpenCV reads (PNG, JPEG, WebP, TIFF, BMP...)"
+        )
+    if image.dtype != np.uint8:
+        log.warning("%s is %s: sharpened at 8 bits per channel", path.name, image.dtype)
+        top = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
+        image = cv2.convertScaleAbs(image, alpha=255.0 / top)
+    alpha = None
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        alpha = np.ascontiguousarray(image[:, :, 3])
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.shape[2] == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image, alpha
+
+
+def write_image(path: Path, bgr: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """Encode by ``path``'s suffix and write atomically.
+
+    Raises:
+        SinkError: unknown format or unwritable path.
+    """
+    image = np.dstack([bgr, alpha]) if alpha is not None else bgr
+    try:
+        ok, encoded = cv2.imencode(path.suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise SinkError(
+            f"cannot write {path}: unknown image format {path.suffix!r}; use .png or .jpg"
+        )
+    try:
+        atomic_write_bytes(path, encoded.tobytes())
+    except OSError as exc:
+        raise SinkError(f"cannot write {path}: {exc.strerror}; choose a writable path") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "sharpcam enhance",
+        "Sharpen one image; the output format follows OUT's suffix.",
+    )
+    parser.add_argument("input", type=Path, metavar="IN", help="image to sharpen")
+    parser.add_argument("output", type=Path, metavar="OUT", help="where to write the result")
+    add_model_options(parser)
+    add_log_options(parser)
+    return parser
+
+
+@reports_errors
+def main(argv: list[str] | None = None) -> int:
+    """Sharpen ``IN`` into ``OUT``; 0 on success, 1 with one error line otherwise."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    check_writable(args.output)
+    if not cv2.haveImageWriter(str(args.output)):
+        raise SinkError(
+            f"cannot write {args.output}: unknown image format {args.output.suffix!r}; "
+            "use .png, .jpg, .webp, .tif or .bmp"
+        )
+    bgr, alpha = read_image(args.input)
+    engine = open_engine(args)
+    sharp = engine.process(bgr, bgr=True)
+    write_image(args.output, sharp, alpha)
+    log.info(
+        "wrote %s (%dx%d; model %.0f ms on %s)",
+        args.output,
+        sharp.shape[1],
+        sharp.shape[0],
+        engine.last_ms,
+        engine.provider,
+    )
+    return 0

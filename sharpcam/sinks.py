@@ -1,0 +1,551 @@
+"""Where sharpened frames go: a virtual camera, a video file, a preview window, or nowhere.
+
+The pattern is pyvirtualcam's: an abstract :class:`Sink` documents the contract, a small
+registry (:data:`SINKS`, :func:`register_sink`) names the kinds, and every sink checks its
+frames first (``TypeError`` for a wrong dtype, ``ValueError`` for a wrong shape). Sinks are
+context managers; leaving the block because of an exception closes them as *incomplete*,
+which for a file means the partial output is deleted and any previous file is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pyvirtualcam
+
+from sharpcam.atomic import atomic_path
+from sharpcam.errors import SinkError, one_line
+from sharpcam.frames import bgr_from_rgb, check_frame
+from sharpcam.sources import Frame
+
+log = logging.getLogger(__name__)
+
+
+class Sink(ABC):
+    """Receives sharpened frames. :meth:`close` exactly once (the context manager does)."""
+
+    #: A label for logs.
+    name: str = "sink"
+
+    @abstractmethod
+    def send(self, frame: Frame, original: Frame | None = None) -> None:
+        """Deliver one sharpened frame.
+
+        Args:
+            frame: the sharpened frame (``HxWx3 uint8`` RGB image, source timestamps).
+            original: the frame before sharpening (the preview shows both).
+
+        Raises:
+            TypeError: the image is not uint8. ValueError: it is not ``HxWx3``.
+            SinkError: the output cannot be written.
+        """
+
+    def passthrough(self, packet: av.Packet) -> None:  # noqa: B027 - optional hook
+        """Copy a non-video packet (audio) through untouched; ignored by default."""
+
+    @property
+    def stop_requested(self) -> bool:
+        """The user asked this sink to end the run (closed the preview window)."""
+        return False
+
+    @abstractmethod
+    def close(self, *, complete: bool = True) -> None:
+        """Finish the output; ``complete=False`` discards what a file sink wrote."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(complete=exc_type is None)
+
+
+def _checked(frame: Frame) -> np.ndarray:
+    return check_frame(frame.image)
+
+
+def _fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` resized to ``width x height`` if it is not already (a camera changed mode)."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+# -- null ------------------------------------------------------------------------------------
+
+
+class NullSink(Sink):
+    """Drops every frame (after checking it); counts them. For benchmarks."""
+
+    name = "null"
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def send(self, frame: Frame, original: Frame | None = None) -> None:
+        _checked(frame)
+        self.frames += 1
+
+    def close(self, *, complete: bool = True) -> None:
+        pass
+
+
+# -- virtual camera --------------------------------------------------------------------------
+
+
+def virtual_camera_hint(platform: str = sys.platform) -> str:
+    """What to do on ``platform`` when no virtual-camera backend is available."""
+    if platform.startswith("linux"):
+        return (
+            "on Linux load v4l2loopback (package v4l2loopback-dkms): `sudo modprobe "
+            "v4l2loopback devices=1 exclusive_caps=1 card_label=sharpcam` "
+            "(exclusive_caps=1 is what Chrome needs)"
+        )
+    if platform == "darwin":
+        return (
+            "on macOS install OBS Studio and start its virtual camera once (Start Virtual Camera)"
+        )
+    return "on Windows install OBS Studio and start its virtual camera once (Start Virtual Camera)"
+
+
+def _v4l2_label(device: str) -> str | None:
+    """The card label of a v4l2loopback device (``/dev/video2`` → ``sharpcam``), if known."""
+    try:
+        return Path(f"/sys/class/video4linux/{Path(device).name}/name").read_text().strip()
+    except OSError:
+        return None
+
+
+@contextmanager
+def _quiet_pyvirtualcam_del() -> Iterator[None]:
+    """pyvirtualcam's ``Camera.__del__`` raises ``AttributeError`` after a failed
+    ``__init__`` (it reports it as an 'Exception ignored' traceback); keep that off the
+    user's terminal while a camera is being opened."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        obj = getattr(unraisable, "object", None)
+        if isinstance(unraisable.exc_value, AttributeError) and "Camera.__del__" in repr(obj):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+class VirtualCameraSink(Sink):
+    """A virtual webcam (pyvirtualcam) that Zoom, Meet or a browser can pick.
+
+    Args:
+        width, height, fps: the camera's mode; frames of another size are resized to it.
+        backend: pyvirtualcam backend (``v4l2loopback``, ``obs``, ``unitycapture``);
+            ``None`` tries each available one.
+        device: the device to use (``/dev/video2``); ``None`` = the first free one.
+
+    Raises:
+        SinkError: no backend works here; the message says how to get one on this
+            platform, and offers ``--preview`` or ``--output FILE`` instead.
+    """
+
+    name = "virtual camera"
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: float,
+        *,
+        backend: str | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.width, self.height = width, height
+        known = sorted(pyvirtualcam.camera.BACKENDS)
+        if backend is not None and backend not in known:
+            raise SinkError(
+                f"unknown virtual-camera backend {backend!r}; on this platform: "
+                f"{', '.join(known) or 'none'}"
+            )
+        reason = ""
+        with _quiet_pyvirtualcam_del():
+            try:
+                self._cam: pyvirtualcam.Camera | None = pyvirtualcam.Camera(
+                    width=width,
+                    height=height,
+                    fps=float(fps),
+                    fmt=pyvirtualcam.PixelFormat.RGB,
+                    backend=backend,
+                    device=device,
+                )
+            except (RuntimeError, ValueError) as exc:
+                reason = one_line(str(exc), 200)
+                self._cam = None
+        if self._cam is None:
+            raise SinkError(
+                f"no virtual camera ({reason}); {virtual_camera_hint()}; "
+                "or use --preview or --output FILE instead"
+            )
+        dev = self._cam.device
+        label = _v4l2_label(dev) if dev.startswith("/dev/") else None
+        self.device = dev
+        self.label = label or dev
+        self.frames = 0
+        log.info(
+            "virtual camera ready: choose %r%s in Zoom, Meet or the browser (%dx%d @ %.3g fps)",
+            self.label,
+            f" ({dev})" if label else "",
+            width,
+            height,
+            float(fps),
+        )
+
+    def send(self, frame: Frame, original: Frame | None = None) -> None:
+        image = _checked(frame)
+        if self._cam is None:
+            raise SinkError("the virtual camera is closed")
+        self._cam.send(_fit(image, self.width, self.height))
+        self.frames += 1
+
+    def close(self, *, complete: bool = True) -> None:
+        if self._cam is not None:
+            self._cam.close()
+            self._cam = None
+
+
+# -- video file ------------------------------------------------------------------------------
+
+#: Video encoders to try per output suffix, best first.
+VIDEO_CODECS: dict[str, tuple[str, ...]] = {
+    ".mp4": ("libx264", "libopenh264", "mpeg4"),
+    ".m4v": ("libx264", "libopenh264", "mpeg4"),
+    ".mov": ("libx264", "libopenh264", "mpeg4"),
+    ".mkv": ("libx264", "libopenh264", "mpeg4"),
+    ".avi": ("libx264", "mpeg4"),
+    ".webm": ("libvpx-vp9", "libvpx"),
+    ".y4m": ("rawvideo",),
+}
+#: Containers that cannot hold audio: it is dropped there, with a warning.
+NO_AUDIO = {".y4m"}
+
+
+@dataclass(frozen=True)
+class FileSinkSettings:
+    """Encoder settings for :class:`FileSink`.
+
+    Attributes:
+        crf: constant rate factor for x264/VP9 (lower is better; 18 is visually lossless).
+        preset: x264 speed preset.
+        codec: encoder name; ``None`` picks from :data:`VIDEO_CODECS` by suffix.
+    """
+
+    crf: int = 18
+    preset: str = "veryfast"
+    codec: str | None = None
+
+
+def pick_codec(suffix: str, codec: str | None = None) -> str:
+    """The encoder for an output with this suffix (H.264 when available).
+
+    Raises:
+        SinkError: unknown suffix, or no listed encoder in this FFmpeg build.
+    """
+    suffix = suffix.lower()
+    if suffix not in VIDEO_CODECS:
+        raise SinkError(
+            f"unknown output video format {suffix or '(no suffix)'!r}; "
+            f"name the file with one of {', '.join(VIDEO_CODECS)}"
+        )
+    wanted = (codec,) if codec else VIDEO_CODECS[suffix]
+    for name in wanted:
+        if name in av.codecs_available:
+            return name
+    raise SinkError(f"no encoder for {suffix} in this FFmpeg build (tried {', '.join(wanted)})")
+
+
+class FileSink(Sink):
+    """A video file written with PyAV; audio packets are copied through untouched.
+
+    The file is written under a temporary name next to ``path`` and moved into place by
+    :meth:`close` only when complete; ``close(complete=False)`` (or an exception in the
+    ``with`` block) deletes it and leaves any existing ``path`` as it was.
+
+    Args:
+        path: output file; the suffix picks the container and encoder (:data:`VIDEO_CODECS`).
+        width, height: frame size (frames of another size are resized to it).
+        fps: nominal frame rate (used when frames carry no timestamps).
+        time_base: the input's time base; frame timestamps are kept in it.
+        audio: input audio streams to copy (their packets arrive via :meth:`passthrough`).
+        colorspace: input colour tags ``(space, range, primaries, trc)`` to keep.
+        settings: encoder settings.
+
+    Raises:
+        SinkError: unknown format, or the path cannot be written.
+    """
+
+    name = "file"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        width: int,
+        height: int,
+        fps: Fraction,
+        time_base: Fraction | None = None,
+        audio: Sequence[av.audio.stream.AudioStream] = (),
+        colorspace: tuple[int, int, int, int] | None = None,
+        settings: FileSinkSettings = FileSinkSettings(),
+    ) -> None:
+        self.path = Path(path)
+        codec = pick_codec(self.path.suffix, settings.codec)
+        check_writable(self.path)
+        self.width, self.height = width, height
+        self._fps = Fraction(fps)
+        self._tb = time_base or 1 / self._fps
+        self._stack = ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        try:
+            self._container = av.open(str(tmp), "w")
+        except (av.FFmpegError, OSError) as exc:
+            self._stack.close()
+            raise SinkError(f"cannot write {self.path}: {exc}; choose a writable path") from exc
+        self._video = self._add_video(codec, settings, colorspace)
+        self._audio: dict[int, av.stream.Stream] = {}
+        if audio and self.path.suffix.lower() in NO_AUDIO:
+            log.warning("%s cannot hold audio: the audio is dropped", self.path.suffix)
+        elif audio:
+            for stream in audio:
+                self._audio[stream.index] = self._container.add_stream_from_template(stream)
+        self.frames = 0
+        self._last_pts: int | None = None
+        self._closed = False
+
+    def _add_video(
+        self, codec: str, settings: FileSinkSettings, colorspace: tuple[int, int, int, int] | None
+    ) -> av.video.stream.VideoStream:
+        stream = self._container.add_stream(codec, rate=self._fps)
+        stream.width, stream.height = self.width, self.height
+        odd = self.width % 2 or self.height % 2
+        if codec == "rawvideo":
+            stream.pix_fmt = "yuv444p" if odd else "yuv420p"
+        else:  # 4:2:0 needs even sizes; x264 takes 4:4:4 for odd ones
+            stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
+        stream.time_base = self._tb
+        cc = stream.codec_context
+        cc.time_base = self._tb
+        if codec in ("libx264", "libvpx-vp9", "libvpx"):
+            cc.options = {"crf": str(settings.crf)}
+            if codec == "libx264":
+                cc.options["preset"] = settings.preset
+            else:
+                cc.options.update({"b": "0", "deadline": "realtime", "cpu-used": "8"})
+        elif codec != "rawvideo":
+            cc.bit_rate = 8_000_000
+        self._colour: dict[str, Any] = {}
+        if colorspace is not None:
+            space, rng, primaries, trc = colorspace
+            cc.colorspace, cc.color_range = space, rng
+            cc.color_primaries, cc.color_trc = primaries, trc
+            if space == 1:  # BT.709: convert with its matrix too, not only tag it
+                self._colour["dst_colorspace"] = "itu709"
+            if rng == 2:  # full ("jpeg") range
+                self._colour["dst_color_range"] = "jpeg"
+        return stream
+
+    def send(self, frame: Frame, original: Frame | None = None) -> None:
+        image = _fit(_checked(frame), self.width, self.height)
+        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf = vf.reformat(format=self._video.pix_fmt, **self._colour)
+        if frame.pts is not None and frame.time_base is not None:
+            pts = round(Fraction(frame.pts) * frame.time_base / self._tb)
+        else:
+            pts = round(frame.index / self._fps / self._tb)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # encoders need rising timestamps
+        vf.pts, vf.time_base = pts, self._tb
+        self._last_pts = pts
+        self._mux(self._video.encode(vf))
+        self.frames += 1
+
+    def passthrough(self, packet: av.Packet) -> None:
+        out = self._audio.get(packet.stream.index)
+        if out is not None:
+            packet.stream = out
+            self._mux([packet])
+
+    def _mux(self, packets: Sequence[av.Packet]) -> None:
+        try:
+            self._container.mux(packets)
+        except (av.FFmpegError, OSError) as exc:
+            raise SinkError(f"cannot write {self.path}: {one_line(str(exc), 200)}") from exc
+
+    def close(self, *, complete: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if complete:
+                self._mux(self._video.encode(None))  # flush the encoder's delayed frames
+            self._container.close()
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if complete:
+            self._stack.close()  # moves the finished file into place
+            log.info("wrote %s (%d frames)", self.path, self.frames)
+        else:
+            err = SinkError("incomplete")
+            self._stack.__exit__(SinkError, err, None)  # deletes the partial file
+            log.info("%s not written (run did not finish)", self.path)
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`SinkError` now, before any work, if ``path`` cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise SinkError(f"output {path} is a folder; name a file such as {path / 'sharp.mp4'}")
+    if not parent.is_dir():
+        raise SinkError(f"cannot write {path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SinkError(
+            f"cannot write {path}: folder {parent} is not writable; choose another path"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SinkError(f"cannot write {path}: the file is read-only; choose another path")
+
+
+# -- preview window --------------------------------------------------------------------------
+
+PREVIEW_MODES = ("split", "sharpened", "original")
+
+
+def compose_preview(
+    original: np.ndarray, sharpened: np.ndarray, mode: str = "split", split: float = 0.5
+) -> np.ndarray:
+    """The picture the preview shows, ``HxWx3 uint8`` RGB (a new array).
+
+    ``split``: left of ``split * W`` the original, right of it the sharpened frame, a
+    1-pixel white divider and labels; ``sharpened`` / ``original``: that frame alone.
+
+    Raises:
+        ValueError: unknown ``mode``, or the two frames differ in size.
+    """
+    if mode not in PREVIEW_MODES:
+        raise ValueError(f"mode must be one of {PREVIEW_MODES}, got {mode!r}")
+    if original.shape != sharpened.shape:
+        raise ValueError(f"original {original.shape} and sharpened {sharpened.shape} differ")
+    if mode != "split":
+        return (sharpened if mode == "sharpened" else original).copy()
+    out = sharpened.copy()
+    x = round(out.shape[1] * split)
+    out[:, :x] = original[:, :x]
+    if 0 < x < out.shape[1]:
+        out[:, x] = 255
+    scale = max(out.shape[0] / 720, 0.4)
+    for text, left in (("original", True), ("sharpened", False)):
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        pos = (
+            (max(x - tw - 10, 2), th + 8) if left else (min(x + 10, out.shape[1] - tw - 2), th + 8)
+        )
+        cv2.putText(
+            out, text, pos, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
+        )
+    return out
+
+
+def has_display(platform: str = sys.platform, environ: dict[str, str] | None = None) -> bool:
+    """Whether a window can open (on Linux: ``DISPLAY`` or ``WAYLAND_DISPLAY`` is set;
+    OpenCV's Qt aborts the whole process otherwise, so this is checked first)."""
+    env = os.environ if environ is None else environ
+    if platform.startswith("linux"):
+        return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class PreviewSink(Sink):
+    """An OpenCV window: split view (left original, right sharpened).
+
+    Keys: ``space`` or ``s`` cycles split / sharpened / original; ``q`` or ``Esc`` ends
+    the run (so does closing the window).
+
+    Raises:
+        SinkError: no display to open a window on.
+    """
+
+    name = "preview"
+
+    def __init__(self, title: str = "sharpcam (space: toggle view, q: quit)") -> None:
+        if not has_display():
+            raise SinkError(
+                "no display for --preview (DISPLAY is not set); run it in a desktop session, "
+                "or use --output FILE"
+            )
+        self.title = title
+        self.mode = PREVIEW_MODES[0]
+        self._stop = False
+        self._open = True
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def send(self, frame: Frame, original: Frame | None = None) -> None:
+        sharp = _checked(frame)
+        orig = original.image if original is not None else sharp
+        if orig.shape != sharp.shape:
+            orig = _fit(orig, sharp.shape[1], sharp.shape[0])
+        cv2.imshow(self.title, bgr_from_rgb(compose_preview(orig, sharp, self.mode)))
+        self.handle_key(cv2.waitKey(1))
+        if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            self._stop = True
+
+    def handle_key(self, key: int) -> None:
+        """Act on a key code from ``cv2.waitKey`` (``-1``: none)."""
+        key &= 0xFF
+        if key in (ord(" "), ord("s")):
+            self.mode = PREVIEW_MODES[(PREVIEW_MODES.index(self.mode) + 1) % len(PREVIEW_MODES)]
+        elif key in (ord("q"), 27):
+            self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    def close(self, *, complete: bool = True) -> None:
+        if self._open:
+            self._open = False
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+
+
+# -- registry --------------------------------------------------------------------------------
+
+#: Sink kinds by name (``--sink`` style selection and tests parametrize over it).
+SINKS: dict[str, Callable[..., Sink]] = {}
+
+
+def register_sink(name: str, factory: Callable[..., Sink]) -> None:
+    """Add a sink kind under ``name`` (replacing any previous one)."""
+    SINKS[name] = factory
+
+
+register_sink("virtualcam", VirtualCameraSink)
+register_sink("file", FileSink)
+register_sink("preview", PreviewSink)
+register_sink("null", NullSink)
