@@ -82,9 +82,7 @@ def scan_folder(folder: Path) -> Scan:
         DataError: the folder is missing, holds no image files, or none is usable.
     """
     if not folder.is_dir():
-        raise DataError(
-            f"data folder {folder} does not exist: pass --data with a folder of photos"
-        )
+        raise DataError(f"data folder {folder} does not exist: pass --data with a folder of photos")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(

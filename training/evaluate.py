@@ -68,6 +68,19 @@ class TorchMethod:
         return y.cpu().numpy()
 
 
+class TeacherMethod:
+    """The frozen teacher on one uint8 image, in overlapping tiles to bound memory."""
+
+    def __init__(self, teacher: object, tile: int = 512) -> None:
+        self.teacher = teacher
+        self.tile = tile
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        y = self.teacher(x, tile=self.tile)  # type: ignore[operator]
+        return y[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class Row:
     """Mean scores of one method over the test images."""

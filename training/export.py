@@ -60,18 +60,24 @@ def to_onnx(model: nn.Module, sample: torch.Tensor) -> onnx.ModelProto:
     height = torch.export.Dim("h8", min=1, max=8192 // MULTIPLE) * MULTIPLE
     width = torch.export.Dim("w8", min=1, max=8192 // MULTIPLE) * MULTIPLE
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (sample,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamo=True,
-            dynamic_shapes=({0: batch, 2: height, 3: width},),
-            opset_version=OPSET,
-            verbose=False,
-        )
+    # The exporter narrates every pass (INFO logs, prints, warnings about torchvision):
+    # keep the run's output readable; real failures still raise.
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (sample,),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamo=True,
+                dynamic_shapes=({0: batch, 2: height, 3: width},),
+                opset_version=OPSET,
+                verbose=False,
+            )
+    finally:
+        logging.disable(logging.NOTSET)
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     proto = program.model_proto

@@ -1,0 +1,320 @@
+"""End-to-end distillation runs on tiny self-made photos: outputs, resume, crashes, errors.
+
+Every run here uses the real code path (real data prep, real training steps, real
+evaluation, real ONNX export checked by ONNX Runtime) at toy sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import training.distill as distill
+from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
+from tests.synthetic import write_photo, write_photos
+from training.export import read_metadata
+from training.students import Ensemble
+
+TINY = [
+    "--epochs", "1", "--patch-size", "32", "--stride", "32", "--max-patches", "12",
+    "--val-patches", "4", "--showcase", "2", "--checkpoint-every", "5",
+]  # fmt: skip
+NO_NETS = ["--no-teacher", "--no-perceptual"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder, 10, 96, 128)
+    return folder
+
+
+def run_main(*args: str | Path) -> int:
+    return distill.main([str(a) for a in args])
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert run_main("--data", photos, "--out", out, *TINY, *NO_NETS) == 0
+    return out
+
+
+class TestEndToEnd:
+    def test_writes_every_artefact(self, finished_run: Path) -> None:
+        for name in (
+            "config.json", "split.json", "report.md", "report.json", "curves.png",
+            "showcase.png", "sharpcam.onnx", "student_a/best.pt", "student_a/last.pt",
+            "student_a/history.csv", "student_b/best.pt", "student_b/history.csv",
+        ):  # fmt: skip
+            assert (finished_run / name).is_file(), name
+        assert len(list((finished_run / "showcase").glob("*.png"))) == 2
+
+    def test_report_puts_identity_first_with_gains(self, finished_run: Path) -> None:
+        report = json.loads((finished_run / "report.json").read_text())
+        methods = [r["method"] for r in report["rows"]]
+        assert methods[0] == "identity"
+        assert methods[2:] == ["student A", "student B", "ensemble (A+B)/2"]
+        assert methods[1].startswith("unsharp mask")
+        identity = report["rows"][0]
+        assert identity["d_psnr"] == 0 and 0 < identity["ssim"] < 1
+        for row in report["rows"]:
+            assert row["d_psnr"] == pytest.approx(row["psnr"] - identity["psnr"])
+        assert report["facts"]["loss"] == "0.1*L1(S,GT)"
+
+    def test_exported_ensemble_matches_the_checkpoints(self, finished_run: Path) -> None:
+        a = distill.load_student(finished_run / "student_a" / "best.pt")
+        b = distill.load_student(finished_run / "student_b" / "best.pt")
+        session = ort.InferenceSession(
+            str(finished_run / "sharpcam.onnx"), providers=["CPUExecutionProvider"]
+        )
+        x = torch.rand(1, 3, 96, 128)
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        with torch.no_grad():
+            expected = Ensemble([a, b])(x).numpy()
+        assert np.abs(got - expected).max() <= 1e-4
+        meta = read_metadata(finished_run / "sharpcam.onnx")
+        assert {"sharpcam.recipe", "sharpcam.data", "sharpcam.loss", "sharpcam.test"} <= set(meta)
+        assert meta["sharpcam.loss"] == "0.1*L1(S,GT)"
+        assert "degraded input PSNR" in meta["sharpcam.test"]
+
+    def test_split_manifest_is_the_seed_split(self, finished_run: Path, photos: Path) -> None:
+        split = json.loads((finished_run / "split.json").read_text())
+        assert split["seed"] == 42 and len(split["test"]) == 2
+        assert len(split["train_a"]) == len(split["train_b"]) == 4
+        assert set(split["sha256"]) == {p.name for p in photos.iterdir()}
+
+
+class TestResume:
+    def test_refuses_to_overwrite_a_run(self, finished_run: Path, photos: Path, capsys) -> None:
+        assert run_main("--data", photos, "--out", finished_run, *TINY, *NO_NETS) == 2
+        assert "already holds a run: add --resume" in one_error_line(capsys)
+
+    def test_refuses_a_changed_recipe(self, finished_run: Path, photos: Path, capsys) -> None:
+        code = run_main("--data", photos, "--out", finished_run, "--resume", "--lr", "0.5")
+        assert code == 2
+        assert "these options differ: lr" in one_error_line(capsys)
+
+    def test_nothing_to_resume(self, tmp_path: Path, photos: Path, capsys) -> None:
+        assert run_main("--data", photos, "--out", tmp_path / "new", "--resume") == 2
+        assert "nothing to resume" in one_error_line(capsys)
+
+    def test_interrupt_then_resume_equals_an_uninterrupted_run(
+        self, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        args = ["--data", photos, *TINY, *NO_NETS, "--epochs", "2"]
+        assert run_main(*args, "--out", tmp_path / "straight") == 0
+
+        calls = {"n": 0}
+        real_degrade = distill.degrade
+
+        def interrupting(degradation, patch, seed, epoch, index):
+            if epoch != distill.VALIDATION_STREAM:
+                calls["n"] += 1
+                if calls["n"] == 19:  # student A, epoch 2, step 7 (12 steps per epoch)
+                    raise KeyboardInterrupt
+            return real_degrade(degradation, patch, seed, epoch, index)
+
+        monkeypatch.setattr(distill, "degrade", interrupting)
+        assert run_main(*args, "--out", tmp_path / "broken") == 130
+        saved = torch.load(tmp_path / "broken" / "student_a" / "last.pt", weights_only=False)
+        assert (saved["state"]["epoch"], saved["state"]["step"]) == (1, 6)
+        assert not (tmp_path / "broken" / "student_b").exists()
+        monkeypatch.setattr(distill, "degrade", real_degrade)
+
+        assert run_main(*args, "--out", tmp_path / "broken", "--resume") == 0
+        for which in ("a", "b"):
+            straight = torch.load(tmp_path / "straight" / f"student_{which}" / "last.pt",
+                                  weights_only=False)  # fmt: skip
+            resumed = torch.load(tmp_path / "broken" / f"student_{which}" / "last.pt",
+                                 weights_only=False)  # fmt: skip
+            for key, value in straight["model"].items():
+                torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6)
+            assert len(resumed["state"]["history"]) == 2
+
+    def test_more_epochs_on_resume(self, photos: Path, tmp_path: Path) -> None:
+        out = tmp_path / "run"
+        assert run_main("--data", photos, "--out", out, *TINY, *NO_NETS) == 0
+        first = (out / "student_a" / "history.csv").read_text().splitlines()
+        (out / "student_a" / "done.json").unlink()
+        (out / "student_b" / "done.json").unlink()
+        assert run_main("--data", photos, "--out", out, "--resume", "--epochs", "2") == 0
+        again = (out / "student_a" / "history.csv").read_text().splitlines()
+        assert len(again) == 3 and again[:2] == first
+
+
+class TestAtomicCheckpoints:
+    def test_crash_during_save_keeps_the_previous_checkpoint(
+        self, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        out = tmp_path / "run"
+        assert run_main("--data", photos, "--out", out, *TINY, *NO_NETS) == 0
+        last = out / "student_a" / "last.pt"
+        before = last.read_bytes()
+
+        def dying_save(obj, f, *args, **kwargs):
+            Path(f).write_bytes(b"half a checkpoint")
+            raise OSError("disk full")
+
+        monkeypatch.setattr(torch, "save", dying_save)
+        with pytest.raises(OSError, match="disk full"):
+            distill.save_checkpoint(last, {"model": {}})
+        assert last.read_bytes() == before
+        assert sorted(p.name for p in last.parent.iterdir()) == [
+            "best.pt", "done.json", "history.csv", "last.pt"
+        ]  # fmt: skip
+        torch.load(last, weights_only=False)  # still a valid checkpoint
+
+
+class TestWithTeacherAndVGG:
+    """All three loss terms, with random official-format checkpoints made here (the real
+    weights cannot be downloaded on this machine). This checks the wiring, not quality."""
+
+    def test_all_terms_active(self, photos: Path, tmp_path: Path) -> None:
+        from training.restormer import save_random_checkpoint
+        from training.vgg import save_random_vgg16_checkpoint
+
+        teacher = save_random_checkpoint(tmp_path / "single_image_defocus_deblurring.pth")
+        vgg = save_random_vgg16_checkpoint(tmp_path / "vgg16-397923af.pth")
+        out, cache = tmp_path / "run", tmp_path / "cache"
+        code = run_main(
+            "--data", photos, "--out", out, *TINY, "--max-patches", "4",
+            "--teacher", teacher, "--vgg", vgg, "--cache-dir", cache,
+        )  # fmt: skip
+        assert code == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["facts"]["loss"] == "0.9*L1(S,T) + 0.1*L1(S,GT) + 0.005*Perceptual(S,GT)"
+        assert report["rows"][-1]["method"] == "teacher (Restormer)"
+        cached = list((cache / "teacher-outputs").rglob("*.npy"))
+        assert len(cached) == 8  # 4 patches of each half, computed once
+        row = distill.read_history(out / "student_a" / "history.csv")[0]
+        assert all(float(row[k]) > 0 for k in ("loss_teacher", "loss_gt", "loss_perceptual"))
+
+
+class TestBadInput:
+    def test_missing_data_folder(self, tmp_path: Path, capsys) -> None:
+        assert run_main("--data", tmp_path / "nope", "--out", tmp_path / "o", *NO_NETS) == 2
+        assert "does not exist: pass --data" in one_error_line(capsys)
+
+    def test_empty_data_folder(self, tmp_path: Path, capsys) -> None:
+        (tmp_path / "empty").mkdir()
+        assert run_main("--data", tmp_path / "empty", "--out", tmp_path / "o", *NO_NETS) == 2
+        assert "holds no images" in one_error_line(capsys)
+
+    def test_no_image_divisible_by_8(self, tmp_path: Path, capsys) -> None:
+        data = tmp_path / "odd"
+        data.mkdir()
+        write_photo(data / "a.png", 90, 100)
+        write_photo(data / "b.jpg", 96, 100)
+        assert run_main("--data", data, "--out", tmp_path / "o", *NO_NETS) == 2
+        assert "no usable image" in one_error_line(capsys)
+
+    def test_corrupt_image_is_skipped_with_a_warning(
+        self, photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        data = tmp_path / "data"
+        data.mkdir()
+        for p in photos.iterdir():
+            (data / p.name).write_bytes(p.read_bytes())
+        (data / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        assert run_main("--data", data, "--out", tmp_path / "o", *TINY, *NO_NETS) == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == ["skipping zz_corrupt.png: the file cannot be decoded as an image"]
+        split = json.loads((tmp_path / "o" / "split.json").read_text())
+        assert ["zz_corrupt.png", "unreadable"] in split["dropped"]
+
+    def test_unwritable_output_folder(self, photos: Path, tmp_path: Path, capsys) -> None:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        assert run_main("--data", photos, "--out", blocker / "run", *NO_NETS) == 2
+        assert "cannot write to the output folder" in one_error_line(capsys)
+
+    def test_teacher_file_that_is_not_restormer(self, photos: Path, tmp_path: Path, capsys) -> None:
+        bogus = tmp_path / "bogus.pth"
+        torch.save({"params": {"conv.weight": torch.zeros(3, 3, 3, 3)}}, bogus)
+        code = run_main(
+            "--data", photos, "--out", tmp_path / "o", "--teacher", bogus, "--no-perceptual"
+        )
+        assert code == 2
+        line = one_error_line(capsys)
+        assert "teacher unavailable" in line and "missing" in line and "--no-teacher" in line
+
+    def test_teacher_file_that_is_not_a_checkpoint(
+        self, photos: Path, tmp_path: Path, capsys
+    ) -> None:
+        bogus = tmp_path / "notes.pth"
+        bogus.write_text("hello")
+        code = run_main(
+            "--data", photos, "--out", tmp_path / "o", "--teacher", bogus, "--no-perceptual"
+        )
+        assert code == 2
+        assert "not a readable torch checkpoint" in one_error_line(capsys)
+
+    def test_unreachable_teacher_download(
+        self, photos: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import dataclasses
+
+        import training.teacher as teacher
+
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dead = dataclasses.replace(
+            teacher.RESTORMER_DEFOCUS, url=f"http://127.0.0.1:{port}/restormer.pth"
+        )
+        monkeypatch.setattr(teacher, "RESTORMER_DEFOCUS", dead)
+        code = run_main(
+            "--data", photos, "--out", tmp_path / "o", "--no-perceptual",
+            "--cache-dir", tmp_path / "cache",
+        )  # fmt: skip
+        assert code == 2
+        line = one_error_line(capsys)
+        assert "teacher unavailable" in line and "--teacher PATH" in line
+        assert "--no-teacher" in line
+
+
+def test_module_entry_point_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "training.distill", "--help"],
+        capture_output=True, text=True, cwd=REPO, check=True,
+    )  # fmt: skip
+    for flag in ("--data", "--resume", "--preset", "--no-teacher", "--no-perceptual"):
+        assert flag in result.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(photos: Path, tmp_path: Path) -> None:
+    """DistributedDataParallel over two CPU processes (gloo), as torchrun starts it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "-m", "training.distill", "--data", str(photos), "--out", str(tmp_path / "ddp"),
+            *TINY, *NO_NETS,
+        ],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "ddp" / "sharpcam.onnx").is_file()
+    assert "2 processes" in result.stderr
