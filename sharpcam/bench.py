@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sharpcam bench",
         "Time the model per provider and frame size; prints a Markdown table.",
     )
-    add_model_options(parser)
+    add_model_options(parser, provider=False)
     group = parser.add_argument_group("benchmark")
     group.add_argument(
         "--providers", default="available", metavar="LIST",
@@ -298,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sizes", default="360p,720p,1080p", metavar="LIST",
         help="comma-separated: 360p, 720p, 1080p or WIDTHxHEIGHT",
     )  # fmt: skip
-    group.add_argument("--repeat", type=int, default=30, help="timed runs per size")
-    group.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    group.add_argument("--repeat", type=int, default=30, metavar="N", help="timed runs per size")
+    group.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first")
     group.add_argument(
         "--io-compare", action="store_true", help="also time conversion inside the graph (uint8)"
     )

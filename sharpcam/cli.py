@@ -45,8 +45,14 @@ EPILOG = "commands (sharpcam COMMAND --help for each):\n" + "\n".join(
 # -- shared by the commands ------------------------------------------------------------------
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, description and epilog kept as written."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog kept as written; real defaults shown (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def make_parser(prog: str, description: str, **kwargs: object) -> argparse.ArgumentParser:
@@ -59,8 +65,9 @@ def make_parser(prog: str, description: str, **kwargs: object) -> argparse.Argum
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--provider`` and ``--threads`` in a "model" group."""
+def add_model_options(parser: argparse.ArgumentParser, *, provider: bool = True) -> None:
+    """``--model``, ``--provider`` (unless ``provider=False``) and ``--threads`` in a
+    "model" group."""
     from sharpcam.engine import PROVIDER_CHOICES
 
     group = parser.add_argument_group("model")
@@ -68,10 +75,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model", type=Path, default=None, metavar="PATH",
         help=f"ONNX model (default: $SHARPCAM_MODEL or {_short(default_model_path())})",
     )  # fmt: skip
-    group.add_argument(
-        "--provider", choices=PROVIDER_CHOICES, default="auto",
-        help="ONNX Runtime provider; auto tries tensorrt, cuda, cpu",
-    )  # fmt: skip
+    if provider:
+        group.add_argument(
+            "--provider", choices=PROVIDER_CHOICES, default="auto",
+            help="ONNX Runtime provider; auto tries tensorrt, cuda, cpu",
+        )  # fmt: skip
     group.add_argument(
         "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)"
     )
@@ -95,12 +103,20 @@ def setup_logging(args: argparse.Namespace) -> None:
     )
     root = logging.getLogger("sharpcam")
     root.setLevel(level)
-    if not any(getattr(h, "_sharpcam", False) for h in root.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("sharpcam: %(message)s"))
-        handler._sharpcam = True
         root.addHandler(handler)
-    root.propagate = True
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 def open_engine(args: argparse.Namespace) -> Engine:
@@ -156,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, metavar="N|PATH", help="camera index or device path (default: 0)"
     )
     src.add_argument("--input", type=Path, default=None, metavar="FILE", help="a video file")
-    src.add_argument("--width", type=int, default=None, help="camera mode to request: width")
-    src.add_argument("--height", type=int, default=None, help="... height")
-    src.add_argument("--fps", type=float, default=None, help="... frame rate")
+    src.add_argument("--width", type=int, default=None, metavar="PX", help="camera mode: width")
+    src.add_argument("--height", type=int, default=None, metavar="PX", help="... height")
+    src.add_argument("--fps", type=float, default=None, metavar="N", help="... frame rate")
     src.add_argument(
         "--list-devices", action="store_true", help="list the camera indices that open, then exit"
     )
@@ -255,7 +271,7 @@ def run_command(argv: list[str] | None = None) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Contradictions and unusable values, before anything is opened."""
-    from sharpcam.sinks import pick_codec
+    from sharpcam.sinks import check_writable, pick_codec
 
     if args.device is not None and args.input is not None:
         raise UsageError("give either --device or --input, not both")
@@ -266,6 +282,7 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.input is not None and not (args.output or args.preview or args.virtual_camera):
         raise UsageError("nothing to write: add --output FILE (or --preview, or --virtual-camera)")
     if args.output is not None:
+        check_writable(args.output)
         pick_codec(args.output.suffix)
         if args.input is not None and _same_file(args.input, args.output):
             raise UsageError("--output is the --input file; choose another output name")
