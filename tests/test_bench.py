@@ -1,0 +1,84 @@
+"""``sharpcam bench`` in quick mode on a tiny model: the table is printed (no speed checks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_media import make_clip
+from helpers_models import unsharp_model
+
+from sharpcam import bench, cli
+from sharpcam.engine import Engine
+from sharpcam.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return unsharp_model(tmp_path_factory.mktemp("m") / "unsharp.onnx")
+
+
+def test_quick_table(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "bench",
+        "--model",
+        str(model),
+        "--sizes",
+        "64x48,360p",
+        "--repeat",
+        "2",
+        "--warmup",
+        "0",
+    ]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| provider |")))
+    rows = [line for line in lines[header + 2 :] if line.startswith("| ")]
+    assert "| cpu | 64x48 |" in rows[0] and "| cpu | 360p (640x360) |" in rows[1]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 7
+        assert all(float(c) >= 0 for c in cells[2:6]) and cells[6].endswith("%)")
+
+
+def test_io_compare_and_clip(
+    tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, frames=6, width=64, height=48, audio=True)
+    argv = [
+        "--model", model, "--providers", "cpu", "--sizes", "40x30", "--repeat", "5",
+        "--warmup", "1", "--io-compare", "--clip", clip,
+    ]  # fmt: skip
+    assert bench.main([str(a) for a in argv]) == 0
+    out = capsys.readouterr().out
+    assert "cpu 40x30: host " in out and " graph " in out
+    assert "c.mp4 (64x48) -> H.264 on cpu: 6 frames in" in out and "outside the model" in out
+
+
+def test_uint8_wrapper_matches_the_engine(model: Path) -> None:
+    """The in-graph alternative computes the same picture as the engine (±1 rounding)."""
+    import onnxruntime as ort
+
+    frame = bench.synthetic_frame(48, 40)
+    session = ort.InferenceSession(bench.uint8_wrapper(model), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"u8_in": frame[None]})
+    want = Engine(model, provider="cpu").process(frame)
+    # same model, different padding (none here: 48x40 is a multiple of 8)
+    assert out.dtype == np.uint8 and np.abs(out[0].astype(int) - want).max() <= 1
+
+
+def test_usage_errors(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--model", str(model), "--providers", "gpu"]) == 2
+    assert "unknown provider 'gpu'" in capsys.readouterr().err
+    assert bench.main(["--model", str(model), "--repeat", "0"]) == 2
+    with pytest.raises(UsageError, match="unknown size '720i'"):
+        bench.parse_size("720i")
+    assert bench.parse_size("1366x768") == ("1366x768", (1366, 768))
+
+
+def test_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--model", str(tmp_path / "none.onnx"), "--providers", "cpu"]) == 1
+    assert "does not exist" in capsys.readouterr().err
