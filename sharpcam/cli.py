@@ -131,7 +131,7 @@ def open_engine(args: argparse.Namespace) -> Engine:
 
 def reports_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a command's ``main``: a :class:`SharpcamError` becomes one line on stderr and
-    its exit code."""
+    its exit code; Ctrl-C outside a run's own handling exits 130 without a traceback."""
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -140,6 +140,9 @@ def reports_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[st
         except SharpcamError as err:
             print(f"sharpcam: error: {err}", file=sys.stderr)
             return err.exit_code
+        except KeyboardInterrupt:
+            print("sharpcam: interrupted", file=sys.stderr)
+            return 130
 
     return wrapper
 

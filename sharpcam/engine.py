@@ -214,7 +214,8 @@ class Engine:
         self._options = ort.SessionOptions()
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._options.intra_op_num_threads = threads or cpu_count()
-        self._options.log_severity_level = 3  # errors only; provider failures are captured
+        # Fatal only: provider failures are captured and run failures raised as ModelError.
+        self._options.log_severity_level = 2 if log.isEnabledFor(logging.DEBUG) else 4
         self._device_id = device_id
         self.skipped: dict[str, str] = {}
         """Providers tried and not used, each with the reason (``{"cuda": "needs ..."}``)."""
@@ -332,6 +333,7 @@ class Engine:
         Raises:
             TypeError: ``frame`` is not a uint8 numpy array.
             ValueError: ``frame`` is not ``HxWx3``.
+            ModelError: the model failed on it (say, its output is not the input's size).
         """
         check_frame(frame)
         if not frame.flags.c_contiguous:
@@ -347,7 +349,13 @@ class Engine:
             t0 = time.perf_counter()
             plan.buffers.load(frame, bgr=bgr)
             t1 = time.perf_counter()
-            self._session.run_with_iobinding(plan.binding)
+            try:
+                self._session.run_with_iobinding(plan.binding)
+            except Exception as exc:  # e.g. a graph whose output size is not its input's
+                raise ModelError(
+                    f"model {self._model_path} failed on a {frame.shape[1]}x{frame.shape[0]} "
+                    f"frame: {_run_failure(exc)}"
+                ) from exc
             t2 = time.perf_counter()
             result = plan.buffers.unload(out, bgr=bgr)
             t3 = time.perf_counter()
@@ -388,6 +396,22 @@ def _ort_message(exc: BaseException) -> str:
     """ONNX Runtime's message without its ``[ONNXRuntimeError] : 7 : CODE :`` prefix."""
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))
     return one_line(re.sub(r"/onnxruntime_src/\S+ ", "", text), limit=200).rstrip(".")
+
+
+def _run_failure(exc: BaseException) -> str:
+    """Why a session run failed, in a few words."""
+    text = str(exc)
+    m = re.search(
+        r"has shape \{([\d,]+)\} but the computed output shape for this run is \{([\d,]+)\}", text
+    )
+    if m:
+        want, got = (tuple(int(v) for v in g.split(",")) for g in m.groups())
+        return (
+            f"its output is {got[-1]}x{got[-2]} for a {want[-1]}x{want[-2]} input; the contract "
+            "needs the output the same size as the input"
+        )
+    text = re.sub(r"^.*?Status Message: ", "", _ort_message(exc))
+    return one_line(text, limit=200)
 
 
 def _check_model_file(path: Path, *, named: bool) -> None:

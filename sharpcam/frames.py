@@ -1,11 +1,17 @@
 """The one place where frames change layout, colour order or dtype.
 
-The runtime's common currency is an ``HxWx3 uint8 RGB`` array (C-contiguous); the model
-wants ``[1,3,H',W'] float32 RGB in [0,1]`` with ``H'``, ``W'`` multiples of 8. This module
-converts between the two without allocating per frame: a :class:`PlanarBuffers` holds the
-padded input and output tensors for one frame size, and is re-made only when the size
-changes. OpenCV's SIMD kernels do the heavy passes (measured faster than numpy on the
-target CPU; see ``sharpcam bench``).
+The runtime's common currency is an ``HxWx3 uint8 RGB`` array (C-contiguous). Around it:
+
+* cameras give BGR (OpenCV) and the preview wants BGR: :func:`rgb_from_bgr`,
+  :func:`bgr_from_rgb`;
+* video files hold YUV: :func:`rgb_from_video_frame`, :func:`video_frame_from_rgb`
+  (FFmpeg's swscale through PyAV, honouring the stream's colour matrix and range);
+* the model wants ``[1,3,H',W'] float32 RGB in [0,1]`` with ``H'``, ``W'`` multiples of 8:
+  :class:`PlanarBuffers` converts both ways without allocating per frame (it holds the
+  padded input and output tensors for one frame size and is re-made only when the size
+  changes). OpenCV's SIMD kernels do the heavy passes; doing the conversion inside the
+  ONNX graph instead (a uint8 NHWC wrapper) measured slower on CPU (``sharpcam bench
+  --io-compare``).
 
 Padding is *reflect* (``dcb|abcd|cba``, OpenCV's ``BORDER_REFLECT_101``): the border a
 convolution sees looks like image content, so the crop that comes back has no seam.
@@ -13,6 +19,9 @@ convolution sees looks like image content, so the crop that comes back has no se
 
 from __future__ import annotations
 
+from typing import Any
+
+import av
 import cv2
 import numpy as np
 
@@ -43,6 +52,21 @@ def rgb_from_bgr(frame: np.ndarray) -> np.ndarray:
 
 
 bgr_from_rgb = rgb_from_bgr
+
+
+def rgb_from_video_frame(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded video frame (any pixel format) as a new ``HxWx3 uint8`` RGB array; the
+    frame's own colour matrix and range are used."""
+    return frame.to_ndarray(format="rgb24")
+
+
+def video_frame_from_rgb(image: np.ndarray, pix_fmt: str, **colour: Any) -> av.VideoFrame:
+    """An ``HxWx3 uint8`` RGB array as a video frame in ``pix_fmt`` (e.g. ``yuv420p``).
+
+    ``colour`` goes to PyAV's ``reformat`` (``dst_colorspace="itu709"``,
+    ``dst_color_range="jpeg"``) so the matrix matches the output stream's tags.
+    """
+    return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt, **colour)
 
 
 def padded_size(height: int, width: int, multiple: int = MULTIPLE) -> tuple[int, int]:

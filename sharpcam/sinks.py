@@ -28,7 +28,7 @@ import pyvirtualcam
 
 from sharpcam.atomic import atomic_path
 from sharpcam.errors import SinkError, one_line
-from sharpcam.frames import bgr_from_rgb, check_frame
+from sharpcam.frames import bgr_from_rgb, check_frame, video_frame_from_rgb
 from sharpcam.sources import Frame
 
 log = logging.getLogger(__name__)
@@ -373,8 +373,7 @@ class FileSink(Sink):
 
     def send(self, frame: Frame, original: Frame | None = None) -> None:
         image = _fit(_checked(frame), self.width, self.height)
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
-        vf = vf.reformat(format=self._video.pix_fmt, **self._colour)
+        vf = video_frame_from_rgb(image, self._video.pix_fmt, **self._colour)
         if frame.pts is not None and frame.time_base is not None:
             pts = round(Fraction(frame.pts) * frame.time_base / self._tb)
         else:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from sharpcam.errors import SourceError, UsageError, one_line
-from sharpcam.frames import rgb_from_bgr
+from sharpcam.frames import rgb_from_bgr, rgb_from_video_frame
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ class FileSource(Source):
                     f"cannot decode frame {self._index + 1} of {self.path}: {_av_message(exc)}"
                 ) from exc
             for vf in decoded:
-                image = vf.to_ndarray(format="rgb24")
+                image = rgb_from_video_frame(vf)
                 tb = vf.time_base or self._video.time_base
                 self._frames.append(Frame(image, self._index, time.monotonic(), vf.pts, tb))
                 self._index += 1

@@ -130,3 +130,18 @@ def tiny_sharpener(seed: int = 0):
 
     torch.manual_seed(seed)
     return TinySharpener()
+
+
+def halving_model(path: Path) -> Path:
+    """Meets the contract on paper (names, dtype, dynamic dims) but its output is half the
+    input's size (a 2x2 max-pool): only running it shows the problem."""
+    x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 3, "H2", "W2"])
+    pool = helper.make_node(
+        "MaxPool", [INPUT_NAME], [OUTPUT_NAME], kernel_shape=[2, 2], strides=[2, 2]
+    )
+    graph = helper.make_graph([pool], "halving", [x], [y])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+    )
+    return _save(model, path)

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers_models import broken_model, torch_model, unsharp_model, unsharp_reference
+from helpers_models import (
+    broken_model,
+    halving_model,
+    torch_model,
+    unsharp_model,
+    unsharp_reference,
+)
 from onnx import TensorProto
 
 from sharpcam import engine as engine_mod
@@ -318,6 +324,14 @@ class TestModelErrors:
         path = broken_model(tmp_path / "broken.onnx", **kwargs)
         with pytest.raises(ModelError, match="does not follow the sharpcam contract: " + match):
             Engine(path, provider="cpu")
+
+
+def test_model_failing_at_run_time(tmp_path: Path) -> None:
+    engine = Engine(halving_model(tmp_path / "half.onnx"), provider="cpu")
+    match = r"half\.onnx failed on a 64x48 frame: its output is 32x24 for a 64x48 input; the"
+    with pytest.raises(ModelError, match=match) as info:
+        engine.process(np.zeros((48, 64, 3), np.uint8))
+    assert "\n" not in str(info.value)
 
 
 def test_contract_problem_accepts_the_contract() -> None:
