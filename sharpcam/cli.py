@@ -325,6 +325,7 @@ def _open_sinks(args: argparse.Namespace, info: SourceInfo) -> list[Sink]:
                     float(info.fps),
                     backend=args.vcam_backend,
                     device=args.vcam_device,
+                    pace=not info.live,
                 )
             )
         if args.preview:

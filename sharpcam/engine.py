@@ -214,6 +214,9 @@ class Engine:
         self._options = ort.SessionOptions()
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._options.intra_op_num_threads = threads or cpu_count()
+        # No spin-waiting between runs: sharpcam shares the CPU with its own capture,
+        # decode and encode threads and with the video-call app it feeds.
+        self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Fatal only: provider failures are captured and run failures raised as ModelError.
         self._options.log_severity_level = 2 if log.isEnabledFor(logging.DEBUG) else 4
         self._device_id = device_id

@@ -161,6 +161,8 @@ class VirtualCameraSink(Sink):
         backend: pyvirtualcam backend (``v4l2loopback``, ``obs``, ``unitycapture``);
             ``None`` tries each available one.
         device: the device to use (``/dev/video2``); ``None`` = the first free one.
+        pace: wait after each frame so frames leave at ``fps`` (for a file played into
+            the camera; a live camera paces itself).
 
     Raises:
         SinkError: no backend works here; the message says how to get one on this
@@ -177,8 +179,10 @@ class VirtualCameraSink(Sink):
         *,
         backend: str | None = None,
         device: str | None = None,
+        pace: bool = False,
     ) -> None:
         self.width, self.height = width, height
+        self._pace = pace
         known = sorted(pyvirtualcam.camera.BACKENDS)
         if backend is not None and backend not in known:
             raise SinkError(
@@ -224,6 +228,8 @@ class VirtualCameraSink(Sink):
             raise SinkError("the virtual camera is closed")
         self._cam.send(_fit(image, self.width, self.height))
         self.frames += 1
+        if self._pace:
+            self._cam.sleep_until_next_frame()
 
     def close(self, *, complete: bool = True) -> None:
         if self._cam is not None:

@@ -159,6 +159,7 @@ class RecordingCamera:
         self.width, self.height, self.fps, self.kwargs = width, height, fps, kwargs
         self.frames: list[np.ndarray] = []
         self.closed = False
+        self.paced = 0
         self.device = kwargs.get("device") or "/dev/video7"
         RecordingCamera.instances.append(self)
 
@@ -166,6 +167,9 @@ class RecordingCamera:
         assert frame.shape == (self.height, self.width, 3), frame.shape
         assert frame.dtype == np.uint8
         self.frames.append(frame.copy())
+
+    def sleep_until_next_frame(self) -> None:
+        self.paced += 1
 
     def close(self) -> None:
         self.closed = True

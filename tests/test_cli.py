@@ -141,6 +141,7 @@ class TestLiveRun:
         assert code == 0, err
         cam = fake_vcam.instances[0]
         assert (cam.width, cam.height) == (64, 48) and len(cam.frames) == 5 and cam.closed
+        assert cam.paced == 0  # a camera paces itself
         assert "virtual camera ready: choose" in err and "camera 0: 64x48" in err
         assert "summary: " in err and "5 out" in err
 
@@ -162,6 +163,18 @@ class TestLiveRun:
         assert "summary: 10 frames in" in err
         frames = decode_rgb(out)  # complete, playable file
         assert 1 <= len(frames) <= 10 and frames[0].shape == (48, 64, 3)
+
+    def test_file_into_the_virtual_camera_is_paced(
+        self,
+        model: Path,
+        clip: Path,
+        fake_vcam: type[RecordingCamera],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        code, _, err = run(["--input", clip, "--virtual-camera", "--model", model], capsys)
+        assert code == 0, err
+        cam = fake_vcam.instances[0]
+        assert len(cam.frames) == 12 and cam.paced == 12 and cam.fps == 25.0
 
     def test_list_devices(
         self, fake_camera: type[FakeCapture], capsys: pytest.CaptureFixture[str]
