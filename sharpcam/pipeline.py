@@ -327,7 +327,12 @@ def run_file(
     def write() -> None:
         try:
             while True:
-                item = outbox.get()
+                try:
+                    item = outbox.get(timeout=0.2)
+                except queue.Empty:
+                    if stop.is_set():  # the run was abandoned: nothing more will come
+                        break
+                    continue
                 if item is _END:
                     break
                 if isinstance(item, tuple):
@@ -373,7 +378,7 @@ def run_file(
             if settings.max_frames is not None and stats.frames_out >= settings.max_frames:
                 stats.stop_reason = f"{settings.max_frames} frames done"
                 break
-        while not errors and writer.is_alive():  # let the writer finish what is queued
+        while writer.is_alive():  # let the writer finish what is queued, then end
             try:
                 outbox.put(_END, timeout=0.2)
                 break

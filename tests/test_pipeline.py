@@ -15,7 +15,7 @@ from helpers_media import FakeCapture, audio_payloads, decode_rgb, make_clip, ps
 from helpers_models import unsharp_model
 
 from sharpcam.engine import Engine
-from sharpcam.errors import SinkError
+from sharpcam.errors import SinkError, SourceError
 from sharpcam.pipeline import Mailbox, RunSettings, RunStats, run, run_file, run_live
 from sharpcam.sinks import FileSink, NullSink, PreviewSink, Sink
 from sharpcam.sources import CameraSource, FileSource, Frame
@@ -129,6 +129,48 @@ class TestFileToFile:
             run_file(source, engine, [sink], QUIET)
         assert len(sink.frames) == 3
         assert not [t for t in threading.enumerate() if t.name.startswith("sharpcam-")]
+
+    def test_source_failure_stops_every_stage(self, tmp_path: Path, engine: Engine) -> None:
+        clip = tmp_path / "c.mp4"
+        make_clip(clip, frames=30)
+
+        class FailingSource(FileSource):
+            """A real file source whose decoder gives up after 5 frames."""
+
+            def read(self) -> Frame | None:
+                frame = super().read()
+                if frame is not None and frame.index == 5:
+                    raise SourceError("cannot decode frame 6 of c.mp4: Invalid data")
+                return frame
+
+        sink = RecordingSink()
+        with FailingSource(clip) as source, pytest.raises(SourceError, match="frame 6"):
+            run_file(source, engine, [sink], QUIET)
+        assert len(sink.frames) == 5
+        assert not [t for t in threading.enumerate() if t.name.startswith("sharpcam-")]
+
+    def test_interrupt_stops_every_stage(
+        self, tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clip = tmp_path / "c.mp4"
+        make_clip(clip, frames=30)
+        slow = SlowEngine(engine, 0.0)
+        real = slow.process
+        calls: list[int] = []
+
+        def interrupt(frame: np.ndarray) -> np.ndarray:
+            calls.append(1)
+            if len(calls) == 5:  # Ctrl-C while the model runs on frame 5
+                raise KeyboardInterrupt
+            return real(frame)
+
+        monkeypatch.setattr(slow, "process", interrupt)
+        sink = RecordingSink()
+        with FileSource(clip) as source, pytest.raises(KeyboardInterrupt):
+            run_file(source, slow, [sink], QUIET)
+        time.sleep(0.5)  # the writer notices within its 0.2 s poll
+        assert not [t for t in threading.enumerate() if t.name.startswith("sharpcam-")]
+        assert len(sink.frames) == 4
 
     def test_preview_runs_on_the_calling_thread(
         self, tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
