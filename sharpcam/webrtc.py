@@ -163,34 +163,31 @@ class BackgroundServer:
         self.host, self.port = host, port
         self.url = ""
         self.closed_peers = 0
-        self.loop = asyncio.new_event_loop()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="sharpcam-serve", daemon=True)
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
         async def main() -> None:
+            self.loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
 
             def ready(url: str) -> None:
                 self.url = url
                 self._ready.set()
 
-            try:
-                self.closed_peers = await serve(
-                    self.relay, self.host, self.port, stop=self._stop, on_ready=ready
-                )
-            except BaseException as exc:
-                self._error = exc
-                self._ready.set()
+            self.closed_peers = await serve(
+                self.relay, self.host, self.port, stop=self._stop, on_ready=ready
+            )
 
         try:
-            self.loop.run_until_complete(main())
+            asyncio.run(main())  # like the command: leftover tasks are cancelled at the end
+        except BaseException as exc:
+            self._error = exc
         finally:
-            self.loop.close()
+            self._ready.set()
 
     def call(self, factory: Callable[[], object], timeout: float = 30.0) -> object:
         """Run ``factory()`` (a coroutine function or a plain function) on the server's
@@ -202,6 +199,8 @@ class BackgroundServer:
                 result = await result
             return result
 
+        if self.loop is None:
+            raise RuntimeError("the server is not running")
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def __enter__(self) -> BackgroundServer:
@@ -213,7 +212,7 @@ class BackgroundServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._stop is not None and self._thread.is_alive():
+        if self.loop is not None and self._stop is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join()
 
@@ -238,10 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source",
         default=None,
-        help="receive-only mode: webcam index (0) or video file streamed to every page",
+        help="receive-only mode: webcam index (0) or video file streamed to every page; "
+        "None: relay mode (each page sends its camera)",
     )
     parser.add_argument(
-        "--model", type=Path, default=None, help="ONNX model (default: the shipped model)"
+        "--model",
+        type=Path,
+        default=None,
+        help="ONNX model; None: the shipped models/sharpcam.onnx (or $SHARPCAM_MODEL)",
     )
     parser.add_argument(
         "--provider",

@@ -40,8 +40,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaBlackhole, MediaRelay
+from aiortc.contrib.media import MediaBlackhole
 
+from sharpcam.webrtc_source import Fanout
 from sharpcam.webrtc_track import FrameProcessor, SharpenTrack, View
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class Relay:
         self.label = label
         self.settings = settings or RelaySettings()
         self._source = source
-        self._media_relay = MediaRelay() if source is not None else None
+        self._fanout = Fanout(source) if source is not None else None
         self._own_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="sharpcam-model")
         self._peers: set[Peer] = set()
@@ -252,10 +253,10 @@ class Relay:
                         channel.send(json.dumps({"type": "error", "error": str(exc)}))
 
     def _add_source_track(self, peer: Peer) -> None:
-        assert self._source is not None and self._media_relay is not None
+        assert self._fanout is not None
         if not any(t.kind == "video" for t in peer.pc.getTransceivers()):
             return
-        subscription = self._media_relay.subscribe(self._source, buffered=False)
+        subscription = self._fanout.subscribe()
         peer.track = SharpenTrack(
             subscription, self.processor, executor=self.executor, view=peer.view
         )
@@ -298,6 +299,8 @@ class Relay:
         self._closed = True
         peers = list(self._peers)
         await asyncio.gather(*(self.close_peer(p) for p in peers))
+        if self._fanout is not None:
+            await self._fanout.close()
         if self._own_executor:
             await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
         return len(peers)

@@ -1,15 +1,19 @@
 """The receive-only mode's source: a sharpcam :class:`~sharpcam.sources.Source` (webcam or
-video file) as an aiortc video track.
+video file) as an aiortc video track, and a fan-out that shares one track between peers.
 
-Frames are read in the track's own worker thread (never on the event loop). A file is
-played at its frame rate and starts over at its end, so a page that connects later still
-gets video; a camera delivers at its own pace. Timestamps are in aiortc's 90 kHz video
-clock and only increase (across a file's restarts too).
+:class:`SourceTrack` reads frames in its own worker thread (never on the event loop). A
+file is played at its frame rate and starts over at its end, so a page that connects later
+still gets video; a camera delivers at its own pace. Timestamps are in aiortc's 90 kHz
+video clock and only increase (across a file's restarts too).
+
+:class:`Fanout` reads a track in one task while at least one subscriber is live and gives
+each subscriber the newest frame; with no subscriber nothing is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +26,7 @@ from av import VideoFrame
 
 from sharpcam.errors import SourceError
 from sharpcam.sources import Frame, Source, open_source, parse_device
+from sharpcam.webrtc_track import NewestSlot
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,89 @@ class SourceTrack(MediaStreamTrack):
         """:meth:`stop`, then wait for the worker thread to finish."""
         self.stop()
         self._executor.shutdown(wait=True)
+
+
+class Subscription(MediaStreamTrack):
+    """One subscriber's view of a :class:`Fanout`: the newest frame of the shared track.
+    Stopping it unsubscribes (the source keeps running for the others)."""
+
+    kind = "video"
+
+    def __init__(self, fanout: Fanout) -> None:
+        super().__init__()
+        self._fanout = fanout
+        self.slot: NewestSlot[VideoFrame] = NewestSlot()
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._fanout._start()
+        frame = await self.slot.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            super().stop()
+        self.slot.finish()
+        self._fanout._unsubscribe(self)
+
+
+class Fanout:
+    """Shares one video track between any number of :class:`Subscription` tracks.
+
+    The source is read by one task, started by the first subscriber's ``recv()`` and
+    cancelled when the last one stops (or by :meth:`close`). It does not own the source:
+    stop that yourself. When the source ends, every subscription ends.
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        self._source = source
+        self._subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> Subscription:
+        """A new live subscription (reading starts on its first ``recv()``)."""
+        sub = Subscription(self)
+        self._subscribers.add(sub)
+        return sub
+
+    @property
+    def reading(self) -> bool:
+        """Whether the source is being read now."""
+        return self._task is not None and not self._task.done()
+
+    def _start(self) -> None:
+        if not self.reading:
+            self._task = asyncio.create_task(self._run(), name="sharpcam-fanout")
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        if not self._subscribers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                frame = await self._source.recv()
+                for sub in tuple(self._subscribers):
+                    sub.slot.put(frame)
+        except MediaStreamError:
+            for sub in tuple(self._subscribers):
+                sub.slot.finish()
+
+    async def close(self) -> None:
+        """End every subscription and stop reading."""
+        for sub in tuple(self._subscribers):
+            sub.stop()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def open_source_track(spec: str) -> SourceTrack:

@@ -149,3 +149,10 @@ def test_the_server_streams_a_file_and_warns_off_loopback(invert_model: Path, tm
         assert "no authentication" in err and "--source" in err
 
     asyncio.run(run())
+
+
+def test_sharpcam_serve_dispatches_here(invert_model: Path, capsys) -> None:
+    from sharpcam.cli import main as sharpcam_main
+
+    assert sharpcam_main(["serve", "--max-peers", "0", "--model", str(invert_model)]) == 2
+    assert "--max-peers must be at least 1" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -17,6 +18,7 @@ pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
 
 CYCLES = 50
 WARMUP = 5
+POOL_THREADS = 4
 
 
 def open_fds() -> int:
@@ -27,6 +29,13 @@ def open_fds() -> int:
 @pytest.mark.parametrize("mode", ["relay", "receive"])
 def test_connect_disconnect_cycles_leak_nothing(invert_engine, mode: str) -> None:
     async def run() -> None:
+        # aiortc encodes in the loop's default executor, a pool that may add threads up to
+        # its bound under load; start all of them now so any growth later is a real leak
+        pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="default-pool")
+        asyncio.get_running_loop().set_default_executor(pool)
+        gate = threading.Barrier(POOL_THREADS)
+        for future in [pool.submit(gate.wait, 10) for _ in range(POOL_THREADS)]:
+            future.result()
         source = ColourTrack(160, 120) if mode == "receive" else None
         relay = make_relay(invert_engine, source=source, max_peers=2)
 

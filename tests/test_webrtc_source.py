@@ -14,11 +14,11 @@ import pytest
 pytest.register_assert_rewrite("conftest_browser")
 
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError  # noqa: E402
-from conftest_browser import COLOUR, write_clip  # noqa: E402
+from conftest_browser import COLOUR, QueueTrack, wait_until, write_clip  # noqa: E402
 
 from sharpcam.errors import SourceError  # noqa: E402
 from sharpcam.sources import open_source  # noqa: E402
-from sharpcam.webrtc_source import SourceTrack, open_source_track  # noqa: E402
+from sharpcam.webrtc_source import Fanout, SourceTrack, open_source_track  # noqa: E402
 
 
 def source_threads() -> int:
@@ -91,3 +91,33 @@ def test_a_file_that_is_not_video_is_a_source_error(tmp_path: Path) -> None:
     bogus.write_text("not a video")
     with pytest.raises(SourceError, match=r"notes\.mp4"):
         open_source_track(str(bogus))
+
+
+def test_fanout_shares_one_read_and_stops_reading_without_subscribers() -> None:
+    async def run() -> None:
+        source = QueueTrack()
+        fanout = Fanout(source)
+        a, b = fanout.subscribe(), fanout.subscribe()
+        assert not fanout.reading  # nothing is read before someone asks
+        pending = asyncio.ensure_future(a.recv())
+        source.push(1, pts=1)
+        assert (await pending).pts == 1
+        assert (await b.recv()).pts == 1  # one read, both subscribers
+        source.push(2, pts=2)
+        source.push(3, pts=3)
+        await wait_until(lambda: source.queue.empty(), "the fan-out to read both frames")
+        assert (await a.recv()).pts == 3 and (await b.recv()).pts == 3  # newest only
+        a.stop()
+        assert fanout.reading  # b still subscribed
+        b.stop()
+        assert not fanout.reading and source.readyState == "live"  # not owned
+        c = fanout.subscribe()
+        pending = asyncio.ensure_future(c.recv())
+        source.end()
+        with pytest.raises(MediaStreamError):
+            await pending
+        await fanout.close()
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == 1
+
+    asyncio.run(run())
