@@ -334,13 +334,18 @@ class FileSink(Sink):
         except (av.FFmpegError, OSError) as exc:
             self._stack.close()
             raise SinkError(f"cannot write {self.path}: {exc}; choose a writable path") from exc
-        self._video = self._add_video(codec, settings, colorspace)
         self._audio: dict[int, av.stream.Stream] = {}
-        if audio and self.path.suffix.lower() in NO_AUDIO:
-            log.warning("%s cannot hold audio: the audio is dropped", self.path.suffix)
-        elif audio:
-            for stream in audio:
-                self._audio[stream.index] = self._container.add_stream_from_template(stream)
+        try:
+            self._video = self._add_video(codec, settings, colorspace)
+            if audio and self.path.suffix.lower() in NO_AUDIO:
+                log.warning("%s cannot hold audio: the audio is dropped", self.path.suffix)
+            elif audio:
+                for stream in audio:
+                    self._audio[stream.index] = self._add_audio(stream)
+        except BaseException:
+            self._container.close()
+            self._stack.__exit__(*sys.exc_info())
+            raise
         self.frames = 0
         self._last_pts: int | None = None
         self._closed = False
@@ -376,6 +381,15 @@ class FileSink(Sink):
             if rng == 2:  # full ("jpeg") range
                 self._colour["dst_color_range"] = "jpeg"
         return stream
+
+    def _add_audio(self, template: av.audio.stream.AudioStream) -> av.stream.Stream:
+        try:
+            return self._container.add_stream_from_template(template)
+        except ValueError as exc:
+            raise SinkError(
+                f"{self.path.suffix} cannot hold the input's {template.codec_context.name} "
+                "audio; name the output .mkv (any codec) or .mp4"
+            ) from exc
 
     def send(self, frame: Frame, original: Frame | None = None) -> None:
         image = _fit(_checked(frame), self.width, self.height)

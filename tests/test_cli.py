@@ -247,6 +247,11 @@ ERRORS: dict[str, tuple[Case, int, str]] = {
         1,
         r"unknown output video format '\.gif'; name the file with one of \.mp4",
     ),
+    "audio the output cannot hold": (
+        lambda t, m, c: ["--input", c, "--output", t / "o.webm", "--model", m],
+        1,
+        r"\.webm cannot hold the input's aac audio; name the output \.mkv \(any codec\) or \.mp4$",
+    ),
     "output is the input": (
         lambda t, m, c: ["--input", c, "--output", c, "--model", m],
         2,
@@ -280,8 +285,8 @@ def test_error(
     code, _, err = run(make_argv(work, model, clip), capsys)
     assert code == exit_code
     assert re.search(pattern, error_line(err)), error_line(err)
-    assert not [p for p in work.iterdir() if p.suffix == ".mp4" and "partial" in p.name]
-    assert not (work / "o.mp4").exists()
+    assert not [p for p in work.iterdir() if "partial" in p.name]
+    assert not (work / "o.mp4").exists() and not (work / "o.webm").exists()
 
 
 def test_default_model_missing_says_how_to_make_one(
