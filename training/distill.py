@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -93,7 +94,11 @@ class Config:
     depth: int = field(default=4, metadata={"help": "residual student: middle convolutions"})
     epochs: int = field(default=15, metadata={"help": "epochs per student"})
     batch_size: int = field(default=1, metadata={"help": "patches per step (per process)"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (constant)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "constant (the seed's) or cosine (decay to 0 over the run)"},
+    )
     patch_size: int = field(default=256, metadata={"help": "training patch side"})
     stride: int = field(default=256, metadata={"help": "patch stride"})
     seed: int = field(default=42, metadata={"help": "split, order and init seed"})
@@ -277,6 +282,10 @@ def check_config(config: Config) -> None:
     for name in ("epochs", "batch_size", "patch_size", "stride", "val_patches"):
         if getattr(config, name) < 1:
             raise RunError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise RunError(
+            f"unknown --lr-schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"
+        )
     if config.patch_size % 8:
         raise RunError("--patch-size must be a multiple of 8")
     if not config.loss_weights.active():
@@ -350,6 +359,15 @@ def setup_perceptual(config: Config, device: torch.device) -> nn.Module | None:
 
 
 # --------------------------------------------------------------------------- training
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def get_lr(config: Config, step: int, total: int) -> float:
+    """Learning rate at global ``step`` of ``total`` (nanoGPT style: a plain function)."""
+    if config.lr_schedule == "constant" or total <= 1:
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 def to_batch(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -550,6 +568,7 @@ def train_student(
         epoch = state["epoch"]
         order = epoch_order(len(train), config.seed + 1000 * salt, epoch, world)
         plan = batches(order, config.batch_size)
+        total_steps = config.epochs * len(plan)
         sums: dict[str, float] = dict(state["sums"]) if state["step"] else {}
         start_step = state["step"]
         t0 = time.perf_counter()
@@ -581,6 +600,8 @@ def train_student(
                         device,
                     )
                 x, gt = to_batch(degs, device), to_batch(gts, device)
+                for group in optimizer.param_groups:
+                    group["lr"] = get_lr(config, epoch * len(plan) + step, total_steps)
                 loss, parts = loss_fn(net(x), gt, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -807,8 +828,8 @@ def recipe_line(config: Config, model: nn.Module) -> str:
     return (
         f"{arch}, {count_parameters(model)} parameters, {macs_per_pixel(model) / 1e3:.1f}k "
         f"MACs/pixel each; {config.epochs} epochs, batch {config.batch_size}, Adam lr "
-        f"{config.lr:g}, {config.patch_size}px patches stride {config.stride}, "
-        f"degradation {config.degradation}"
+        f"{config.lr:g} {config.lr_schedule}, {config.patch_size}px patches stride "
+        f"{config.stride}, degradation {config.degradation}"
     )
 
 
