@@ -71,16 +71,28 @@ class TestResidualStudent:
         assert macs_per_pixel(model) == pytest.approx(expected)
 
     def test_default_cost(self) -> None:
-        assert macs_per_pixel(ResidualStudent()) == pytest.approx(23_328)
-        assert count_parameters(ResidualStudent()) == 93_564
+        assert macs_per_pixel(ResidualStudent()) == pytest.approx(10_944)
+        assert count_parameters(ResidualStudent()) == 43_776
+
+    def test_flat_areas_are_left_alone_whatever_the_weights(self) -> None:
+        model = ResidualStudent(width=8, depth=2)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.5)
+        flat = torch.full((1, 3, 16, 24), 0.3)
+        flat[:, 1] = 0.7
+        # exact up to float rounding (far below one 8-bit step, 3.9e-3)
+        torch.testing.assert_close(model(flat), flat, rtol=0, atol=1e-4)
+        textured = torch.rand(1, 3, 16, 24)
+        assert not torch.allclose(model(textured), textured)
 
 
 class TestEnsemble:
     def test_mean_of_students_clamped(self) -> None:
         a, b = ResidualStudent(), ResidualStudent()
         with torch.no_grad():
-            a.body[-1].bias.fill_(0.2)
-            b.body[-1].bias.fill_(-0.1)
+            a.body[-1].weight.normal_(0, 0.5)
+            b.body[-1].weight.normal_(0, 0.5)
         x = torch.rand(1, 3, 16, 16)
         expected = ((a(x) + b(x)) / 2).clamp(0, 1)
         assert torch.allclose(Ensemble([a, b])(x), expected)

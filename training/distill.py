@@ -90,7 +90,7 @@ class Config:
     student: str = field(
         default="residual", metadata={"help": f"architecture: {', '.join(STUDENTS)}"}
     )
-    width: int = field(default=48, metadata={"help": "residual student: feature channels"})
+    width: int = field(default=32, metadata={"help": "residual student: feature channels"})
     depth: int = field(default=4, metadata={"help": "residual student: middle convolutions"})
     epochs: int = field(default=15, metadata={"help": "epochs per student"})
     batch_size: int = field(default=1, metadata={"help": "patches per step (per process)"})
