@@ -37,6 +37,7 @@ from sharpcam.cli import (
 )
 from sharpcam.engine import PROVIDERS, Engine, cpu_count
 from sharpcam.errors import ProviderError, UsageError
+from sharpcam.uint8_io import Uint8Plan, uint8_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -140,51 +141,6 @@ def format_table(rows: Sequence[Row]) -> str:
 # -- the uint8 in-graph alternative -----------------------------------------------------------
 
 
-def uint8_wrapper(model_path: Path) -> bytes:
-    """The model wrapped to take and give ``[1,H,W,3] uint8`` RGB (conversion in the graph:
-    Cast, scale, Transpose in front; Transpose, scale, round, Clip, Cast behind).
-
-    Raises:
-        UsageError: the ``onnx`` package is missing.
-    """
-    try:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError as exc:
-        raise UsageError("--io-compare needs the onnx package: pip install onnx") from exc
-    from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
-
-    model = onnx.load(str(model_path))
-    graph = model.graph
-    for node in graph.node:
-        node.input[:] = ["_f_in" if i == INPUT_NAME else i for i in node.input]
-        node.output[:] = ["_f_out" if o == OUTPUT_NAME else o for o in node.output]
-    front = [
-        helper.make_node("Cast", ["u8_in"], ["_c0"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["_c0", "_inv255"], ["_c1"]),
-        helper.make_node("Transpose", ["_c1"], ["_f_in"], perm=[0, 3, 1, 2]),
-    ]
-    back = [
-        helper.make_node("Transpose", ["_f_out"], ["_d0"], perm=[0, 2, 3, 1]),
-        helper.make_node("Mul", ["_d0", "_255"], ["_d1"]),
-        helper.make_node("Add", ["_d1", "_half"], ["_d2"]),
-        helper.make_node("Clip", ["_d2", "_zero", "_top"], ["_d3"]),
-        helper.make_node("Cast", ["_d3"], ["u8_out"], to=TensorProto.UINT8),
-    ]
-    consts = {"_inv255": 1 / 255, "_255": 255.0, "_half": 0.5, "_zero": 0.0, "_top": 255.0}
-    graph.initializer.extend(
-        numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()
-    )
-    nodes = [*front, *graph.node, *back]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    for role, name in ((graph.input, "u8_in"), (graph.output, "u8_out")):
-        del role[:]
-        role.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["n", "h", "w", 3]))
-    del graph.value_info[:]
-    return model.SerializeToString()
-
-
 def compare_io(
     engine: Engine, sizes: Sequence[tuple[str, tuple[int, int]]], repeat: int, warmup: int
 ) -> list[tuple[str, float, float]]:
@@ -230,24 +186,8 @@ def compare_io(
 
 def _uint8_call(session: Any, frame: np.ndarray) -> Callable[[], None]:
     """One call of the uint8 graph on ``frame``: pad into a reused buffer, run, crop."""
-    import cv2
-
-    from sharpcam.frames import padded_size
-
-    h, w = frame.shape[:2]
-    ph, pw = padded_size(h, w)
-    inp = np.empty((1, ph, pw, 3), np.uint8)
-    out = np.empty((1, ph, pw, 3), np.uint8)
-    binding = session.io_binding()
-    binding.bind_cpu_input("u8_in", inp)
-    binding.bind_output("u8_out", "cpu", 0, np.uint8, list(out.shape), out.ctypes.data)
-
-    def call() -> None:
-        cv2.copyMakeBorder(frame, 0, ph - h, 0, pw - w, cv2.BORDER_REFLECT_101, dst=inp[0])
-        session.run_with_iobinding(binding)
-        np.ascontiguousarray(out[0, :h, :w])
-
-    return call
+    plan = Uint8Plan(session, *frame.shape[:2])
+    return lambda: plan.run(frame)
 
 
 # -- end to end on a clip ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ from helpers_models import unsharp_model
 from sharpcam import bench, cli
 from sharpcam.engine import Engine
 from sharpcam.errors import UsageError
+from sharpcam.uint8_io import U8_INPUT
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_uint8_wrapper_matches_the_engine(model: Path) -> None:
 
     frame = bench.synthetic_frame(48, 40)
     session = ort.InferenceSession(bench.uint8_wrapper(model), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"u8_in": frame[None]})
+    (out,) = session.run(None, {U8_INPUT: frame[None]})
     want = Engine(model, provider="cpu").process(frame)
     # same model, different padding (none here: 48x40 is a multiple of 8)
     assert out.dtype == np.uint8 and np.abs(out[0].astype(int) - want).max() <= 1

@@ -152,6 +152,41 @@ class TestParity:
         assert bad == []
 
 
+class TestGraphIO:
+    """The uint8 NHWC in-graph conversion (used on CUDA) run here on the CPU provider: it
+    must give the host path's frames, within one grey level of rounding."""
+
+    @pytest.fixture(scope="class")
+    def graph_engine(self, unsharp: Path) -> Engine:
+        engine = Engine(unsharp, provider="cpu", io="graph")
+        assert engine.io == "graph"
+        return engine
+
+    @pytest.mark.parametrize(("h", "w"), ODD_SIZES)
+    def test_equals_host_conversion(
+        self, graph_engine: Engine, cpu_engine: Engine, h: int, w: int
+    ) -> None:
+        frame = rand_frame(h, w, seed=h + w)
+        got = graph_engine.process(frame).astype(int)
+        assert got.shape == frame.shape
+        assert np.abs(got - cpu_engine.process(frame).astype(int)).max() <= 1
+
+    def test_bgr_and_out_buffer(self, graph_engine: Engine, cpu_engine: Engine) -> None:
+        frame = rand_frame(36, 52, seed=3)
+        out = np.empty_like(frame)
+        result = graph_engine.process(frame, bgr=True, out=out)
+        assert result is out
+        expected = cpu_engine.process(frame, bgr=True).astype(int)
+        assert np.abs(out.astype(int) - expected).max() <= 1
+
+    def test_auto_uses_host_conversion_on_cpu(self, cpu_engine: Engine) -> None:
+        assert cpu_engine.io == "host"
+
+    def test_unknown_io(self, unsharp: Path) -> None:
+        with pytest.raises(ValueError, match="io must be one of"):
+            Engine(unsharp, provider="cpu", io="gpu")
+
+
 class TestBadFrames:
     @pytest.mark.parametrize(
         ("frame", "error"),
