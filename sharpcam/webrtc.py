@@ -272,13 +272,19 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
     """The engine, the source (receive-only) and the relay for ``settings``."""
     from sharpcam.engine import Engine
 
-    engine = Engine(settings.model, provider=settings.provider)
-    label = f"{engine.model_path.name} on {engine.provider}"
+    # The source first: a wrong --source is reported before the model is loaded.
     source = None
     if settings.source is not None:
         from sharpcam.webrtc_source import open_source_track
 
         source = open_source_track(settings.source)
+    try:
+        engine = Engine(settings.model, provider=settings.provider)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
+    label = f"{engine.model_path.name} on {engine.provider}"
     try:
         relay = Relay(
             engine,

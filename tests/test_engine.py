@@ -152,15 +152,16 @@ class TestParity:
         assert bad == []
 
 
+@pytest.fixture(scope="module")
+def graph_engine(unsharp: Path) -> Engine:
+    engine = Engine(unsharp, provider="cpu", io="graph")
+    assert engine.io == "graph"
+    return engine
+
+
 class TestGraphIO:
     """The uint8 NHWC in-graph conversion (used on CUDA) run here on the CPU provider: it
     must give the host path's frames, within one grey level of rounding."""
-
-    @pytest.fixture(scope="class")
-    def graph_engine(self, unsharp: Path) -> Engine:
-        engine = Engine(unsharp, provider="cpu", io="graph")
-        assert engine.io == "graph"
-        return engine
 
     @pytest.mark.parametrize(("h", "w"), ODD_SIZES)
     def test_equals_host_conversion(
