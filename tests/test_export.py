@@ -30,6 +30,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ensemble]:
     path = tmp_path_factory.mktemp("export") / "model.onnx"
     real = torch.rand(1, 3, 48, 64)
     report = export_model(model, path, metadata={"sharpcam.test": "figures"}, real_input=real)
+    assert report.parity_real is not None
     assert report.parity_random <= 1e-4 and report.parity_real <= 1e-4
     return path, model
 

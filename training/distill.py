@@ -745,7 +745,7 @@ def evaluate_students(
         showcase=split.showcase,
         device=str(device),
     )
-    facts = {"unsharp": {"sigma": unsharp.sigma, "amount": unsharp.amount}}
+    facts = {"unsharp mask": f"{unsharp}, tuned for PSNR on 8 training images of half A"}
     return evaluation, facts
 
 
@@ -760,13 +760,12 @@ def finish_run(config: Config, split: Split, world: World, teacher: typing.Any) 
     save_showcase(evaluation, run, [r.method for r in evaluation.rows])
     a = load_student(run / "student_a" / "best.pt")
     b = load_student(run / "student_b" / "best.pt")
-    sample_name = split.showcase[0] if split.showcase else split.test[0]
-    sample = read_rgb(Path(split.data_dir) / sample_name)
-    assert sample is not None
-    real = to_batch([get_degradation(config.degradation)(sample)], torch.device("cpu"))
     metadata = onnx_metadata(config, split, a, evaluation.rows)
     export = export_model(
-        Ensemble([a, b]), run / "sharpcam.onnx", metadata=metadata, real_input=real
+        Ensemble([a, b]),
+        run / "sharpcam.onnx",
+        metadata=metadata,
+        real_input=real_sample(config, split),
     )
     facts.update(
         {
@@ -776,7 +775,7 @@ def finish_run(config: Config, split: Split, world: World, teacher: typing.Any) 
             "loss": config.loss_weights.describe(),
             "degradation": get_degradation(config.degradation).description,
             "onnx": f"{export.path} ({export.bytes / 1e3:.1f} kB), parity max abs diff "
-            f"{export.parity_random:.1e} random / {export.parity_real:.1e} real",
+            f"{export.parity_random:.1e} random / {export.parity_real or 0.0:.1e} real",
         }
     )
     write_report(evaluation, run, title="sharpcam distillation run", facts=facts)
@@ -794,6 +793,15 @@ def finish_run(config: Config, split: Split, world: World, teacher: typing.Any) 
     return 0
 
 
+def real_sample(config: Config, split: Split) -> torch.Tensor:
+    """A real degraded frame for the export's parity check: the first showcase image."""
+    name = split.showcase[0] if split.showcase else split.test[0]
+    image = read_rgb(Path(split.data_dir) / name)
+    if image is None:
+        raise RunError(f"test image {name} cannot be decoded any more: restore it")
+    return to_batch([get_degradation(config.degradation)(image)], torch.device("cpu"))
+
+
 def onnx_metadata(
     config: Config, split: Split, student: nn.Module, rows: typing.Sequence[Row]
 ) -> dict[str, str]:
@@ -804,6 +812,15 @@ def onnx_metadata(
         "sharpcam.recipe": recipe_line(config, student),
         "sharpcam.data": data_line(split),
         "sharpcam.loss": config.loss_weights.describe(),
+        "sharpcam.loss_off": ", ".join(
+            name
+            for name, off in (
+                ("teacher term (--no-teacher)", config.no_teacher),
+                ("perceptual term (--no-perceptual)", config.no_perceptual),
+            )
+            if off
+        )
+        or "none",
         "sharpcam.test": (
             f"degraded input PSNR {identity.psnr:.2f} dB SSIM {identity.ssim:.4f}; "
             f"ensemble PSNR {ensemble.psnr:.2f} dB ({ensemble.d_psnr:+.2f}) "
@@ -843,14 +860,14 @@ def data_line(split: Split) -> str:
 
 def config_command(config: Config) -> str:
     defaults = Config()
-    parts = ["python -m training.distill"]
+    parts: list[str] = []
     for f in fields(Config):
         value = getattr(config, f.name)
         if value == getattr(defaults, f.name) or f.name in {"cache_dir", "teacher", "vgg"}:
             continue
         flag = "--" + f.name.replace("_", "-")
         parts += [flag] if value is True else [flag, str(value)]
-    return shlex.join(parts)
+    return "python -m training.distill " + shlex.join(parts)
 
 
 # --------------------------------------------------------------------------- run
@@ -953,7 +970,12 @@ def export_run(run_dir: Path, out: Path | None) -> int:
         a = load_student(run_dir / "student_a" / "best.pt")
         b = load_student(run_dir / "student_b" / "best.pt")
         metadata = onnx_metadata(config, split, a, rows)
-        export_model(Ensemble([a, b]), out or run_dir / "sharpcam.onnx", metadata=metadata)
+        export_model(
+            Ensemble([a, b]),
+            out or run_dir / "sharpcam.onnx",
+            metadata=metadata,
+            real_input=real_sample(config, split),
+        )
         return 0
     except (RunError, DataError, ExportError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 Method = Callable[[np.ndarray], np.ndarray]
 """A sharpener under test: degraded ``HxWx3 uint8`` RGB in, same shape out."""
 
+#: How the identity row (the degraded input itself) is labelled for readers.
+IDENTITY_LABEL = "degraded input (identity)"
+
+
+def label(method: str) -> str:
+    """The display name of a method."""
+    return IDENTITY_LABEL if method == "identity" else method
+
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, int, int]:
     """Reflect-pad ``(N, C, H, W)`` on the bottom/right to multiples of ``multiple``.
@@ -114,7 +122,7 @@ class Evaluation:
         ]
         for r in self.rows:
             lines.append(
-                f"| {r.method} | {r.psnr:.2f} | {r.ssim:.4f} | {r.d_psnr:+.2f} | "
+                f"| {label(r.method)} | {r.psnr:.2f} | {r.ssim:.4f} | {r.d_psnr:+.2f} | "
                 f"{r.d_ssim:+.4f} | {r.ms_per_mp:.0f} |"
             )
         return "\n".join(lines)
@@ -219,7 +227,9 @@ def save_showcase(
     strips: list[np.ndarray] = []
     for name, tiles in evaluation.crops.items():
         columns = [m for m in order if m in tiles] + ["ground truth"]
-        strip = np.hstack([_label(tiles[m], m, scale) for m in columns])
+        strip = np.hstack(
+            [_label(tiles[m], label(m).split(" (identity)")[0], scale) for m in columns]
+        )
         path = folder / f"{Path(name).stem}.png"
         with atomic_path(path) as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
