@@ -11,10 +11,10 @@ dev=0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 
-if [ "$dev" = 1 ] && ! command -v chromium >/dev/null; then
+if [ "$dev" = 1 ] && { ! command -v chromium >/dev/null || ! command -v Xvfb >/dev/null; }; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -q
-    $sudo apt-get install -y -q --no-install-recommends chromium fonts-liberation
+    $sudo apt-get install -y -q --no-install-recommends chromium fonts-liberation xvfb xauth
 fi
 
 python=${PYTHON:-python3.11}
