@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -450,6 +451,16 @@ def check_writable(path: Path) -> None:
         )
     if path.exists() and not os.access(path, os.W_OK):
         raise SinkError(f"cannot write {path}: the file is read-only; choose another path")
+    # Permission bits do not tell the whole story (root, read-only mounts, /proc): create
+    # and remove a probe file where the temporary output will go.
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".sharpcam-probe-"):
+            pass
+    except OSError as exc:
+        raise SinkError(
+            f"cannot write {path}: folder {parent} does not take new files "
+            f"({exc.strerror or exc}); choose another path"
+        ) from None
 
 
 # -- preview window --------------------------------------------------------------------------

@@ -222,6 +222,12 @@ class TestFileSink:
         with pytest.raises(SinkError, match="is a folder"):
             FileSink(folder, width=W, height=H, fps=Fraction(25))
 
+    @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+    def test_folder_that_takes_no_files(self) -> None:
+        # /proc refuses new files even to root, unlike a chmod-ed folder.
+        with pytest.raises(SinkError, match=r"cannot write /proc/a\.mp4: folder /proc does not"):
+            FileSink(Path("/proc/a.mp4"), width=W, height=H, fps=Fraction(25))
+
     @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
     def test_read_only_folder(self, tmp_path: Path) -> None:
         tmp_path.chmod(0o500)
