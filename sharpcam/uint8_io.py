@@ -96,7 +96,7 @@ class Uint8Plan:
         if bgr:
             return cv2.cvtColor(crop, cv2.COLOR_RGB2BGR, dst=out)
         if out is None:
-            return np.ascontiguousarray(crop)
+            return crop.copy()  # never a view: the buffer is overwritten by the next frame
         np.copyto(out, crop)
         return out
 

@@ -38,9 +38,15 @@ def torch_pair(tmp_path_factory: pytest.TempPathFactory):
     return torch_model(path), path
 
 
+@pytest.fixture(scope="module", params=["host", "graph"])
+def cpu_engine(unsharp: Path, request: pytest.FixtureRequest) -> Engine:
+    """The CPU engine with each place of conversion: OpenCV on the host, or in the graph."""
+    return Engine(unsharp, provider="cpu", io=request.param)
+
+
 @pytest.fixture(scope="module")
-def cpu_engine(unsharp: Path) -> Engine:
-    return Engine(unsharp, provider="cpu")
+def host_engine(unsharp: Path) -> Engine:
+    return Engine(unsharp, provider="cpu", io="host")
 
 
 def rand_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -71,13 +77,14 @@ def to_uint8(x: np.ndarray, h: int, w: int) -> np.ndarray:
 class TestParity:
     """Engine output equals the model run by another implementation on the same input."""
 
+    @pytest.mark.parametrize("io", ["host", "graph"])
     @pytest.mark.parametrize(("h", "w"), ODD_SIZES)
-    def test_equals_pytorch(self, torch_pair, h: int, w: int) -> None:
+    def test_equals_pytorch(self, torch_pair, h: int, w: int, io: str) -> None:
         import torch
 
         module, path = torch_pair
         frame = rand_frame(h, w, seed=h * w)
-        got = Engine(path, provider="cpu").process(frame)
+        got = Engine(path, provider="cpu", io=io).process(frame)
         with torch.inference_mode():
             expected = module(torch.from_numpy(reflect_pad(frame))).numpy()
         want = to_uint8(expected, h, w)
@@ -126,8 +133,13 @@ class TestParity:
         frame = rand_frame(24, 24)
         keep = frame.copy()
         a = cpu_engine.process(frame)
+        a_copy = a.copy()
         b = cpu_engine.process(frame)
         assert np.array_equal(frame, keep) and a is not b and np.array_equal(a, b)
+        # The caller owns each result: a later frame never writes into an earlier one
+        # (24x24 needs no padding, so a crop of the engine's buffer would be the buffer).
+        cpu_engine.process(rand_frame(24, 24, seed=9))
+        assert np.array_equal(a, a_copy) and not np.shares_memory(a, b)
 
     def test_timings_and_count(self, unsharp: Path) -> None:
         engine = Engine(unsharp, provider="cpu")
@@ -165,23 +177,25 @@ class TestGraphIO:
 
     @pytest.mark.parametrize(("h", "w"), ODD_SIZES)
     def test_equals_host_conversion(
-        self, graph_engine: Engine, cpu_engine: Engine, h: int, w: int
+        self, graph_engine: Engine, host_engine: Engine, h: int, w: int
     ) -> None:
         frame = rand_frame(h, w, seed=h + w)
         got = graph_engine.process(frame).astype(int)
         assert got.shape == frame.shape
-        assert np.abs(got - cpu_engine.process(frame).astype(int)).max() <= 1
+        assert np.abs(got - host_engine.process(frame).astype(int)).max() <= 1
 
-    def test_bgr_and_out_buffer(self, graph_engine: Engine, cpu_engine: Engine) -> None:
+    def test_bgr_and_out_buffer(self, graph_engine: Engine, host_engine: Engine) -> None:
         frame = rand_frame(36, 52, seed=3)
         out = np.empty_like(frame)
         result = graph_engine.process(frame, bgr=True, out=out)
         assert result is out
-        expected = cpu_engine.process(frame, bgr=True).astype(int)
+        expected = host_engine.process(frame, bgr=True).astype(int)
         assert np.abs(out.astype(int) - expected).max() <= 1
 
-    def test_auto_uses_host_conversion_on_cpu(self, cpu_engine: Engine) -> None:
-        assert cpu_engine.io == "host"
+    def test_auto_converts_in_the_graph_on_cpu(self, unsharp: Path, host_engine: Engine) -> None:
+        # a tie with the host path on the CPU (sharpcam bench --io-compare), one path with CUDA
+        assert Engine(unsharp, provider="cpu").io == "graph"
+        assert host_engine.io == "host"
 
     def test_unknown_io(self, unsharp: Path) -> None:
         with pytest.raises(ValueError, match="io must be one of"):
@@ -362,8 +376,9 @@ class TestModelErrors:
             Engine(path, provider="cpu")
 
 
-def test_model_failing_at_run_time(tmp_path: Path) -> None:
-    engine = Engine(halving_model(tmp_path / "half.onnx"), provider="cpu")
+@pytest.mark.parametrize("io", ["host", "graph"])
+def test_model_failing_at_run_time(tmp_path: Path, io: str) -> None:
+    engine = Engine(halving_model(tmp_path / "half.onnx"), provider="cpu", io=io)
     match = r"half\.onnx failed on a 64x48 frame: its output is 32x24 for a 64x48 input; the"
     with pytest.raises(ModelError, match=match) as info:
         engine.process(np.zeros((48, 64, 3), np.uint8))
