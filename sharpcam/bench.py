@@ -5,9 +5,9 @@ For every provider that opens here and every size (360p, 720p, 1080p by default)
 (median and p95), frames per second of the whole call, and the host-side overhead
 (conversion to and from the model's layout, padding, copies) with its share.
 
-``--io-compare`` also times the alternative the engine does not use: the colour and dtype
-conversion done inside the ONNX graph (a uint8 NHWC wrapper around the model, which needs
-the ``onnx`` package), so the choice can be re-checked on any machine.
+``--io-compare`` times both places the colour and dtype conversion can happen: on the host
+with OpenCV, and inside the ONNX graph (a uint8 NHWC wrapper around the model), so the
+engine's choice (``io="auto"``) can be re-checked on any machine.
 
 ``--clip FILE`` adds the end-to-end rate of ``sharpcam --input FILE --output tmp.mp4``
 (decode, model, encode) and the share of time outside the model.
@@ -21,10 +21,9 @@ import argparse
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -37,7 +36,6 @@ from sharpcam.cli import (
 )
 from sharpcam.engine import PROVIDERS, Engine, cpu_count
 from sharpcam.errors import ProviderError, UsageError
-from sharpcam.uint8_io import Uint8Plan, uint8_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -144,50 +142,39 @@ def format_table(rows: Sequence[Row]) -> str:
 def compare_io(
     engine: Engine, sizes: Sequence[tuple[str, tuple[int, int]]], repeat: int, warmup: int
 ) -> list[tuple[str, float, float]]:
-    """``(size, host ms, in-graph ms)`` medians per size: the engine as it is (conversion
-    on the host) against the :func:`uint8_wrapper` graph on the same provider (padding on
-    the host with OpenCV into a reused buffer, the output cropped with one copy). The two
-    are timed in alternating blocks, so a busy machine slows both alike."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_count()
-    session = ort.InferenceSession(
-        uint8_wrapper(engine.model_path),
-        sess_options=options,
-        providers=engine.session.get_providers(),
-    )
+    """``(size, host ms, in-graph ms)`` medians per size of ``Engine.process`` on
+    ``engine``'s model and provider, once converting on the host with OpenCV
+    (``io="host"``) and once inside the :func:`~sharpcam.uint8_io.uint8_wrapper` graph
+    (``io="graph"``). The two are timed in alternating blocks, so a busy machine slows
+    both alike."""
+    engines = {
+        io: Engine(engine.model_path, provider=engine.provider, io=io) for io in ("host", "graph")
+    }
     results = []
-    for label, (w, h) in sizes:
-        frame = synthetic_frame(w, h)
-        run_graph = _uint8_call(session, frame)
-        host: list[float] = []
-        graph: list[float] = []
-
-        def run_host(frame: np.ndarray = frame) -> None:
-            engine.process(frame)
-
-        # Blocks of calls, alternating, the first of each block untimed: each session's
-        # thread pool spins a while after a run, which would tax the other's next call.
-        block = 5
-        for _ in range(warmup):
-            run_host()
-            run_graph()
-        while len(host) < repeat:
-            for call, times in ((run_host, host), (run_graph, graph)):
-                call()
-                for _ in range(block):
-                    t0 = time.perf_counter()
-                    call()
-                    times.append((time.perf_counter() - t0) * 1e3)
-        results.append((label, float(np.median(host)), float(np.median(graph))))
+    try:
+        for label, (w, h) in sizes:
+            frame = synthetic_frame(w, h)
+            times: dict[str, list[float]] = {io: [] for io in engines}
+            for _ in range(warmup):
+                for e in engines.values():
+                    e.process(frame)
+            # Blocks of calls, alternating, the first of each block untimed: each session's
+            # thread pool may still be busy after a run, which would tax the other's call.
+            block = 5
+            while len(times["host"]) < repeat:
+                for io, e in engines.items():
+                    e.process(frame)
+                    for _ in range(block):
+                        t0 = time.perf_counter()
+                        e.process(frame)
+                        times[io].append((time.perf_counter() - t0) * 1e3)
+            results.append(
+                (label, float(np.median(times["host"])), float(np.median(times["graph"])))
+            )
+    finally:
+        for e in engines.values():
+            e.close()
     return results
-
-
-def _uint8_call(session: Any, frame: np.ndarray) -> Callable[[], None]:
-    """One call of the uint8 graph on ``frame``: pad into a reused buffer, run, crop."""
-    plan = Uint8Plan(session, *frame.shape[:2])
-    return lambda: plan.run(frame)
 
 
 # -- end to end on a clip ---------------------------------------------------------------------
@@ -281,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_table(rows))
     if args.io_compare:
-        print("\nconversion on the host (the engine) vs in the graph (uint8 NHWC wrapper):")
+        print("\nconversion on the host (OpenCV) vs in the graph (uint8 NHWC wrapper):")
         for engine in engines:
             for label, host, graph in compare_io(engine, sizes, args.repeat, args.warmup):
                 print(

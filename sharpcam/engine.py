@@ -19,10 +19,13 @@ with ONNX Runtime's I/O binding: on CPU the model reads and writes the reused nu
 directly; on GPU ONNX Runtime copies exactly once each way.
 
 Where the uint8 <-> float conversion happens is chosen per provider by measurement
-(``io="auto"``): on the CPU, OpenCV converts on the host
-(:class:`~sharpcam.frames.PlanarBuffers`); on CUDA the graph is wrapped to take and give
-uint8 NHWC frames (:mod:`sharpcam.uint8_io`), which moves 4x fewer bytes and halved the
-host's share of a frame on an H100.
+(``io="auto"``, ``sharpcam bench --io-compare``): on CUDA and on the CPU the graph is
+wrapped to take and give uint8 NHWC frames (:mod:`sharpcam.uint8_io`). On an H100 that
+moves 4x fewer bytes and halved the host's share of a frame; on a 2-core CPU the two are a
+tie (graph/host 0.98-1.01 per frame), and the graph gives CPU and CUDA one code path and the
+same rounding. TensorRT keeps the host
+conversion (:class:`~sharpcam.frames.PlanarBuffers`, also ``io="host"``): its fp16 engine
+is built for the float contract and was not measured with the wrapper.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ PROVIDER_CHOICES = ("auto", *PROVIDERS)
 TRT_PROFILE = {"min": "1x3x8x8", "opt": "1x3x720x1280", "max": "1x3x2160x3840"}
 
 #: ``io="auto"``: providers whose frames are converted inside the graph (measured faster).
-GRAPH_IO_PROVIDERS = frozenset({"cuda"})
+GRAPH_IO_PROVIDERS = frozenset({"cuda", "cpu"})
 IO_CHOICES = ("auto", "host", "graph")
 
 #: How to make the default model when it is missing (quoted in error messages).
@@ -208,7 +211,8 @@ class Engine:
         engine_cache: folder for TensorRT engine and timing caches; ``None`` =
             :func:`cache_dir`.
         io: where frames are converted: ``"host"`` (OpenCV), ``"graph"`` (a uint8 NHWC
-            wrapper around the model) or ``"auto"`` (graph on CUDA, host elsewhere).
+            wrapper around the model) or ``"auto"`` (graph on CUDA and CPU, host on
+            TensorRT).
 
     Raises:
         ModelError: the file is missing, unreadable, corrupt, or breaks the contract.
@@ -452,13 +456,21 @@ def _run_failure(exc: BaseException) -> str:
         r"has shape \{([\d,]+)\} but the computed output shape for this run is \{([\d,]+)\}", text
     )
     if m:
-        want, got = (tuple(int(v) for v in g.split(",")) for g in m.groups())
+        want, got = (_width_height(g) for g in m.groups())
         return (
-            f"its output is {got[-1]}x{got[-2]} for a {want[-1]}x{want[-2]} input; the contract "
+            f"its output is {got} for a {want} input; the contract "
             "needs the output the same size as the input"
         )
     text = re.sub(r"^.*?Status Message: ", "", _ort_message(exc))
     return one_line(text, limit=200)
+
+
+def _width_height(shape: str) -> str:
+    """``"1,3,48,64"`` (NCHW) or ``"1,48,64,3"`` (NHWC, the uint8 wrapper) as ``"64x48"``."""
+    dims = [int(v) for v in shape.split(",")]
+    if len(dims) == 4 and dims[1] != 3 and dims[3] == 3:
+        return f"{dims[2]}x{dims[1]}"
+    return f"{dims[-1]}x{dims[-2]}"
 
 
 def _check_model_file(path: Path, *, named: bool) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers_media import make_clip
 from helpers_models import unsharp_model
 
 from sharpcam import bench, cli
-from sharpcam.engine import Engine
 from sharpcam.errors import UsageError
-from sharpcam.uint8_io import U8_INPUT
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +54,6 @@ def test_io_compare_and_clip(
     out = capsys.readouterr().out
     assert "cpu 40x30: host " in out and " graph " in out
     assert "c.mp4 (64x48) -> H.264 on cpu: 6 frames in" in out and "outside the model" in out
-
-
-def test_uint8_wrapper_matches_the_engine(model: Path) -> None:
-    """The in-graph alternative computes the same picture as the engine (±1 rounding)."""
-    import onnxruntime as ort
-
-    frame = bench.synthetic_frame(48, 40)
-    session = ort.InferenceSession(bench.uint8_wrapper(model), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {U8_INPUT: frame[None]})
-    want = Engine(model, provider="cpu").process(frame)
-    # same model, different padding (none here: 48x40 is a multiple of 8)
-    assert out.dtype == np.uint8 and np.abs(out[0].astype(int) - want).max() <= 1
 
 
 def test_usage_errors(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
