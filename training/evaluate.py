@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 Method = Callable[[np.ndarray], np.ndarray]
 """A sharpener under test: degraded ``HxWx3 uint8`` RGB in, same shape out."""
 
+#: PNG encoder settings for showcase files: they are committed, so size matters.
+PNG_SMALLEST = [cv2.IMWRITE_PNG_COMPRESSION, 9]
+
 #: How the identity row (the degraded input itself) is labelled for readers.
 IDENTITY_LABEL = "degraded input (identity)"
 
@@ -232,7 +235,7 @@ def save_showcase(
         )
         path = folder / f"{Path(name).stem}.png"
         with atomic_path(path) as tmp:
-            cv2.imwrite(str(tmp), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(tmp), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), PNG_SMALLEST)
         written.append(path)
         if len(strips) < 4:
             strips.append(strip)
@@ -241,7 +244,7 @@ def save_showcase(
         sheet = np.vstack([np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0))) for s in strips])
         path = out_dir / "showcase.png"
         with atomic_path(path) as tmp:
-            cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), PNG_SMALLEST)
         written.append(path)
     return written
 
