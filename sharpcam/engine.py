@@ -23,9 +23,9 @@ Where the uint8 <-> float conversion happens is chosen per provider by measureme
 wrapped to take and give uint8 NHWC frames (:mod:`sharpcam.uint8_io`). On an H100 that
 moves 4x fewer bytes and halved the host's share of a frame; on a 2-core CPU the two are a
 tie (graph/host 0.98-1.01 per frame), and the graph gives CPU and CUDA one code path and the
-same rounding. TensorRT keeps the host
-conversion (:class:`~sharpcam.frames.PlanarBuffers`, also ``io="host"``): its fp16 engine
-is built for the float contract and was not measured with the wrapper.
+same rounding. TensorRT keeps the host conversion (:class:`~sharpcam.frames.PlanarBuffers`,
+also ``io="host"``): its fp16 engine is built for the float contract and was not measured
+with the wrapper.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ PROVIDER_CHOICES = ("auto", *PROVIDERS)
 #: The TensorRT optimisation profile: smallest, typical and largest frame (N x 3 x H x W).
 TRT_PROFILE = {"min": "1x3x8x8", "opt": "1x3x720x1280", "max": "1x3x2160x3840"}
 
-#: ``io="auto"``: providers whose frames are converted inside the graph (measured faster).
+#: ``io="auto"``: providers whose frames are converted inside the graph (measured: faster on
+#: CUDA, a tie on the CPU).
 GRAPH_IO_PROVIDERS = frozenset({"cuda", "cpu"})
 IO_CHOICES = ("auto", "host", "graph")
 

@@ -172,7 +172,7 @@ def graph_engine(unsharp: Path) -> Engine:
 
 
 class TestGraphIO:
-    """The uint8 NHWC in-graph conversion (used on CUDA) run here on the CPU provider: it
+    """The uint8 NHWC in-graph conversion (the default on CUDA and CPU), on the CPU provider: it
     must give the host path's frames, within one grey level of rounding."""
 
     @pytest.mark.parametrize(("h", "w"), ODD_SIZES)
