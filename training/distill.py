@@ -486,33 +486,16 @@ def train_student(
     out = Path(config.out) / f"student_{which}"
     out.mkdir(parents=True, exist_ok=True)
     device = world.device
-    data = Path(split.data_dir)
     degradation = get_degradation(config.degradation)
     other = "b" if which == "a" else "a"
-    train = PatchSet(
-        data,
-        split.half(which),
-        split.sha256,
-        size=config.patch_size,
-        stride=config.stride,
-        limit=config.max_patches,
-        seed=config.seed,
-    )
+    train = half_patches(config, split, which)
     if not len(train):
         raise RunError(
             f"half {which.upper()} has no {config.patch_size}px patch: use smaller --patch-size"
         )
     val = None
     if world.main:
-        val_set = PatchSet(
-            data,
-            split.half(other),
-            split.sha256,
-            size=config.patch_size,
-            stride=config.stride,
-            limit=config.val_patches,
-            seed=config.seed + 1,
-        )
+        val_set = half_patches(config, split, other, validation=True)
         val = Validation.build(val_set, degradation, config.seed, device)
     salt = 0 if which == "a" else 1
     torch.manual_seed(config.seed + salt)
@@ -684,22 +667,30 @@ def teacher_key(patches: PatchSet, index: int, config: Config) -> str:
     return cache_key(patches.patches[index].key, degradation.name)
 
 
+def half_patches(config: Config, split: Split, which: str, *, validation: bool = False) -> PatchSet:
+    """The patches of half ``which`` ("a" or "b"): its training patches, or with
+    ``validation`` the fixed sample that validates the student trained on the other half.
+
+    Training and the teacher cache both call this, so their patch keys always agree.
+    """
+    return PatchSet(
+        Path(split.data_dir),
+        split.half(which),
+        split.sha256,
+        size=config.patch_size,
+        stride=config.stride,
+        limit=config.val_patches if validation else config.max_patches,
+        seed=config.seed + 1 if validation else config.seed,
+    )
+
+
 def fill_teacher_cache(config: Config, split: Split, teacher_cache: typing.Any) -> None:
     """Run the teacher once over every training patch of both halves."""
     degradation = get_degradation(config.degradation)
-    data = Path(split.data_dir)
 
     def items() -> Iterator[tuple[str, np.ndarray]]:
         for which in ("a", "b"):
-            patches = PatchSet(
-                data,
-                split.half(which),
-                split.sha256,
-                size=config.patch_size,
-                stride=config.stride,
-                limit=config.max_patches,
-                seed=config.seed,
-            )
+            patches = half_patches(config, split, which)
             for i in range(len(patches)):
                 degraded = degradation(np.ascontiguousarray(patches[i]))
                 yield teacher_key(patches, i, config), degraded
