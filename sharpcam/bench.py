@@ -188,15 +188,7 @@ def bench_clip(engine: Engine, clip: Path) -> str:
 
     with tempfile.TemporaryDirectory() as tmp, FileSource(clip) as source:
         info = source.info
-        sink = FileSink(
-            Path(tmp) / "bench.mp4",
-            width=info.width,
-            height=info.height,
-            fps=info.fps,
-            time_base=info.time_base,
-            audio=info.audio,
-        )
-        with sink:
+        with FileSink.for_source(Path(tmp) / "bench.mp4", info) as sink:
             stats = run_file(source, engine, [sink], RunSettings(progress=False))
     fps = stats.frames_out / stats.elapsed
     return (

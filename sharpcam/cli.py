@@ -306,17 +306,7 @@ def _open_sinks(args: argparse.Namespace, info: SourceInfo) -> list[Sink]:
     want_vcam = args.virtual_camera or (info.live and not args.output and not args.preview)
     try:
         if args.output is not None:
-            opened.append(
-                sink_kinds.FileSink(
-                    args.output,
-                    width=info.width,
-                    height=info.height,
-                    fps=info.fps,
-                    time_base=info.time_base,
-                    audio=info.audio,
-                    colorspace=info.colorspace,
-                )
-            )
+            opened.append(sink_kinds.FileSink.for_source(args.output, info))
         if want_vcam:
             opened.append(
                 sink_kinds.VirtualCameraSink(

@@ -30,7 +30,7 @@ import pyvirtualcam
 from sharpcam.atomic import atomic_path
 from sharpcam.errors import SinkError, one_line
 from sharpcam.frames import bgr_from_rgb, check_frame, video_frame_from_rgb
-from sharpcam.sources import Frame
+from sharpcam.sources import Frame, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +350,27 @@ class FileSink(Sink):
         self.frames = 0
         self._last_pts: int | None = None
         self._closed = False
+
+    @classmethod
+    def for_source(
+        cls, path: str | Path, info: SourceInfo, settings: FileSinkSettings = FileSinkSettings()
+    ) -> FileSink:
+        """A file sink that keeps what ``info`` describes: size, rate, time base, colour tags
+        and the audio streams to copy through.
+
+        Raises:
+            SinkError: as :class:`FileSink`.
+        """
+        return cls(
+            path,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            time_base=info.time_base,
+            audio=info.audio,
+            colorspace=info.colorspace,
+            settings=settings,
+        )
 
     def _add_video(
         self, codec: str, settings: FileSinkSettings, colorspace: tuple[int, int, int, int] | None

@@ -89,15 +89,7 @@ class TestFileToFile:
         decoded_in = decode_rgb(clip)
         with FileSource(clip) as source:
             info = source.info
-            with FileSink(
-                out,
-                width=info.width,
-                height=info.height,
-                fps=info.fps,
-                time_base=info.time_base,
-                audio=info.audio,
-                colorspace=info.colorspace,
-            ) as sink:
+            with FileSink.for_source(out, info) as sink:
                 stats = run(source, engine, [sink], QUIET)
         assert stats.frames_in == stats.frames_out == 20 and stats.dropped == 0
         assert stats.stop_reason == "end of file"
