@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import pytest
+from helpers_media import FakeCapture
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARPCAM_SHARED", REPO.parent / "shared"))
@@ -28,3 +31,28 @@ def photos_dir() -> Path:
 def video_dir() -> Path:
     """``../shared/data/video`` (skips cleanly when absent)."""
     return _shared("data/video")
+
+
+@pytest.fixture
+def fake_camera(monkeypatch: pytest.MonkeyPatch) -> type[FakeCapture]:
+    """``cv2.VideoCapture`` replaced by :class:`FakeCapture` (no webcam here): camera 0
+    opens, 64x48 frames every 2 ms, never fails unless a test sets ``FAIL_AFTER``."""
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    monkeypatch.setattr(FakeCapture, "instances", [])
+    monkeypatch.setattr(FakeCapture, "OPENABLE", {0})
+    monkeypatch.setattr(FakeCapture, "FAIL_AFTER", None)
+    monkeypatch.setattr(FakeCapture, "SIZE", (64, 48))
+    monkeypatch.setattr(FakeCapture, "INTERVAL", 0.002)
+    return FakeCapture
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module: on a shared 2-core machine, 2 spinning threads make
+    tiny nets crawl. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -43,17 +43,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def fake_camera(monkeypatch: pytest.MonkeyPatch) -> type[FakeCapture]:
-    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
-    monkeypatch.setattr(FakeCapture, "instances", [])
-    monkeypatch.setattr(FakeCapture, "OPENABLE", {0})
-    monkeypatch.setattr(FakeCapture, "FAIL_AFTER", None)
-    monkeypatch.setattr(FakeCapture, "SIZE", (64, 48))
-    monkeypatch.setattr(FakeCapture, "INTERVAL", 0.002)
-    return FakeCapture
-
-
-@pytest.fixture
 def fake_vcam(monkeypatch: pytest.MonkeyPatch) -> type[RecordingCamera]:
     monkeypatch.setattr(pyvirtualcam, "Camera", RecordingCamera)
     monkeypatch.setattr(RecordingCamera, "instances", [])

@@ -28,17 +28,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     return Engine(unsharp_model(tmp_path_factory.mktemp("m") / "unsharp.onnx"), provider="cpu")
 
 
-@pytest.fixture
-def fake_camera(monkeypatch: pytest.MonkeyPatch) -> type[FakeCapture]:
-    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
-    monkeypatch.setattr(FakeCapture, "instances", [])
-    monkeypatch.setattr(FakeCapture, "OPENABLE", {0})
-    monkeypatch.setattr(FakeCapture, "FAIL_AFTER", None)
-    monkeypatch.setattr(FakeCapture, "SIZE", (64, 48))
-    monkeypatch.setattr(FakeCapture, "INTERVAL", 0.002)
-    return FakeCapture
-
-
 class SlowEngine:
     """The real engine, made artificially slow (a model that cannot keep up)."""
 

@@ -17,15 +17,12 @@ from sharpcam.sources import CameraSource, FileSource, SourceLost, list_cameras,
 
 
 @pytest.fixture
-def fake_camera(monkeypatch: pytest.MonkeyPatch) -> type[FakeCapture]:
-    """``cv2.VideoCapture`` replaced by :class:`FakeCapture` (no webcam here)."""
-    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
-    monkeypatch.setattr(FakeCapture, "instances", [])
-    monkeypatch.setattr(FakeCapture, "OPENABLE", {0})
-    monkeypatch.setattr(FakeCapture, "FAIL_AFTER", None)
-    monkeypatch.setattr(FakeCapture, "SIZE", (64, 48))
-    monkeypatch.setattr(FakeCapture, "INTERVAL", 0.0)
-    return FakeCapture
+def fake_camera(
+    fake_camera: type[FakeCapture], monkeypatch: pytest.MonkeyPatch
+) -> type[FakeCapture]:
+    """The shared fake camera, delivering frames with no delay."""
+    monkeypatch.setattr(fake_camera, "INTERVAL", 0.0)
+    return fake_camera
 
 
 class TestFileSource:
