@@ -265,6 +265,9 @@ class Engine:
                 sess_options=self._options,
                 providers=_provider_chain(self._provider, device_id, self._cache),
             )
+            # The float session has done its job (provider choice, contract check); do not
+            # keep a second copy of the model and its arena (GPU memory on CUDA) alive.
+            self._session = self._graph_session
         self._lock = threading.Lock()
         self._plan: _Plan | Uint8Plan | None = None
         self.last_ms = 0.0
@@ -356,7 +359,8 @@ class Engine:
 
     @property
     def session(self) -> ort.InferenceSession:
-        """The underlying ONNX Runtime session (for benchmarks and inspection)."""
+        """The ONNX Runtime session that runs the frames (for benchmarks and inspection):
+        with ``io="graph"`` the uint8 wrapper's."""
         return self._session
 
     @property
