@@ -19,9 +19,11 @@ import pytest
 import torch
 
 import training.distill as distill
+import training.train as train
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
 from tests.synthetic import write_photo, write_photos
-from training.export import read_metadata
+from training.checkpoints import load_student, read_history, save_checkpoint
+from training.onnx_io import read_metadata
 from training.students import Ensemble
 
 TINY = [
@@ -79,8 +81,8 @@ class TestEndToEnd:
         assert report["facts"]["loss"] == "0.1*L1(S,GT)"
 
     def test_exported_ensemble_matches_the_checkpoints(self, finished_run: Path) -> None:
-        a = distill.load_student(finished_run / "student_a" / "best.pt")
-        b = distill.load_student(finished_run / "student_b" / "best.pt")
+        a = load_student(finished_run / "student_a" / "best.pt")
+        b = load_student(finished_run / "student_b" / "best.pt")
         session = ort.InferenceSession(
             str(finished_run / "sharpcam.onnx"), providers=["CPUExecutionProvider"]
         )
@@ -116,29 +118,45 @@ class TestResume:
         assert "nothing to resume" in one_error_line(capsys)
 
     def test_interrupt_then_resume_equals_an_uninterrupted_run(
-        self, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self,
+        photos: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         args = ["--data", photos, *TINY, *NO_NETS, "--epochs", "2"]
         assert run_main(*args, "--out", tmp_path / "straight") == 0
 
         calls = {"n": 0}
-        real_degrade = distill.degrade
+        real_degrade = train.degrade
 
         def interrupting(degradation, patch, seed, epoch, index):
-            if epoch != distill.VALIDATION_STREAM:
+            if epoch != train.VALIDATION_STREAM:
                 calls["n"] += 1
                 if calls["n"] == 19:  # student A, epoch 2, step 7 (12 steps per epoch)
                     raise KeyboardInterrupt
             return real_degrade(degradation, patch, seed, epoch, index)
 
-        monkeypatch.setattr(distill, "degrade", interrupting)
+        monkeypatch.setattr(train, "degrade", interrupting)
         assert run_main(*args, "--out", tmp_path / "broken") == 130
         saved = torch.load(tmp_path / "broken" / "student_a" / "last.pt", weights_only=False)
         assert (saved["state"]["epoch"], saved["state"]["step"]) == (1, 6)
         assert not (tmp_path / "broken" / "student_b").exists()
-        monkeypatch.setattr(distill, "degrade", real_degrade)
+        resumed_steps: list[tuple[int, int]] = []
 
+        def counting(degradation, patch, seed, epoch, index):
+            if epoch != train.VALIDATION_STREAM:
+                resumed_steps.append((epoch, index))
+            return real_degrade(degradation, patch, seed, epoch, index)
+
+        monkeypatch.setattr(train, "degrade", counting)
+        caplog.set_level("INFO")
         assert run_main(*args, "--out", tmp_path / "broken", "--resume") == 0
+        # It continued from last.pt: student A ran only the 6 steps left of epoch 2, then
+        # student B its 2 x 12 (a resume that restarted A from scratch would run 48).
+        assert "student A: resuming at epoch 2, step 6" in caplog.messages
+        assert len(resumed_steps) == 6 + 24
+        assert {epoch for epoch, _ in resumed_steps[:6]} == {1}
         for which in ("a", "b"):
             straight = torch.load(tmp_path / "straight" / f"student_{which}" / "last.pt",
                                   weights_only=False)  # fmt: skip
@@ -147,6 +165,33 @@ class TestResume:
             for key, value in straight["model"].items():
                 torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6)
             assert len(resumed["state"]["history"]) == 2
+
+    def test_resume_refuses_a_changed_photo(
+        self, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    ) -> None:
+        data = tmp_path / "data"
+        data.mkdir()
+        for p in photos.iterdir():
+            (data / p.name).write_bytes(p.read_bytes())
+        out = tmp_path / "run"
+
+        def interrupt(*args):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(train, "degrade", interrupt)  # stop at the first step
+        assert run_main("--data", data, "--out", out, *TINY, *NO_NETS) == 130
+        monkeypatch.undo()
+        split = json.loads((out / "split.json").read_text())
+        changed = data / split["train_b"][0]
+        write_photo(changed, 96, 128, seed=99)  # same name and size, other pixels
+        log = (out / "commands.log").read_text()
+        capsys.readouterr()
+
+        assert run_main("--data", data, "--out", out, "--resume") == 2
+        line = one_error_line(capsys)
+        assert f"{changed} changed since the split was made" in line
+        assert "restore it or start a new run" in line
+        assert (out / "commands.log").read_text() == log
 
     def test_more_epochs_on_resume(self, photos: Path, tmp_path: Path) -> None:
         out = tmp_path / "run"
@@ -174,7 +219,7 @@ class TestAtomicCheckpoints:
 
         monkeypatch.setattr(torch, "save", dying_save)
         with pytest.raises(OSError, match="disk full"):
-            distill.save_checkpoint(last, {"model": {}})
+            save_checkpoint(last, {"model": {}})
         assert last.read_bytes() == before
         assert sorted(p.name for p in last.parent.iterdir()) == [
             "best.pt", "done.json", "history.csv", "last.pt"
@@ -203,7 +248,7 @@ class TestWithTeacherAndVGG:
         assert report["rows"][-1]["method"] == "teacher (Restormer)"
         cached = list((cache / "teacher-outputs").rglob("*.npy"))
         assert len(cached) == 8  # 4 patches of each half, computed once
-        row = distill.read_history(out / "student_a" / "history.csv")[0]
+        row = read_history(out / "student_a" / "history.csv")[0]
         assert all(float(row[k]) > 0 for k in ("loss_teacher", "loss_gt", "loss_perceptual"))
 
 
@@ -216,6 +261,34 @@ class TestBadInput:
         (tmp_path / "empty").mkdir()
         assert run_main("--data", tmp_path / "empty", "--out", tmp_path / "o", *NO_NETS) == 2
         assert "holds no images" in one_error_line(capsys)
+
+    def test_bad_data_folder_fails_before_torch_is_imported(self, tmp_path: Path) -> None:
+        (tmp_path / "empty").mkdir()
+        code = (
+            "import sys; from training.distill import main; "
+            f"rc = main(['--data', {str(tmp_path / 'empty')!r}, '--out', "
+            f"{str(tmp_path / 'o')!r}]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO
+        )
+        assert result.returncode == 2, result.stderr
+        assert "holds no images" in result.stderr
+        assert not (tmp_path / "o").exists()
+
+    def test_failed_start_leaves_nothing_behind(self, photos: Path, tmp_path: Path, capsys) -> None:
+        bogus = tmp_path / "notes.pth"
+        bogus.write_text("hello")
+        out = tmp_path / "o"
+        args = ["--data", photos, "--out", out, *TINY, "--no-perceptual"]
+        assert run_main(*args, "--teacher", bogus) == 2
+        one_error_line(capsys)
+        for name in ("config.json", "commands.log", "split.json"):
+            assert not (out / name).exists(), name
+        # the same command without the bad teacher then starts afresh, no --resume needed
+        assert run_main(*args, "--no-teacher") == 0
+        assert len((out / "commands.log").read_text().splitlines()) == 1
 
     def test_no_image_divisible_by_8(self, tmp_path: Path, capsys) -> None:
         data = tmp_path / "odd"

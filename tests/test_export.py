@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
-from training.export import ExportError, export_model, read_metadata
+from training.onnx_io import ExportError, export_model, read_metadata
 from training.students import Ensemble, ResidualStudent, SeedStudent
 
 
@@ -64,7 +64,7 @@ def test_ort_matches_torch_on_many_sizes(exported: tuple[Path, Ensemble], shape)
 
 
 def test_parity_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.export as export
+    import training.onnx_io as export
 
     monkeypatch.setattr(export, "max_abs_diff", lambda *a, **k: 0.5)
     path = tmp_path / "model.onnx"

@@ -75,11 +75,11 @@ class Scan:
     dropped: tuple[tuple[str, str], ...]  # (file name, reason)
 
 
-def scan_folder(folder: Path) -> Scan:
-    """List the images of ``folder`` that are readable and have sides divisible by 8.
+def list_images(folder: Path) -> list[Path]:
+    """The image files of ``folder`` by suffix, sorted (nothing is decoded: a quick check).
 
     Raises:
-        DataError: the folder is missing, holds no image files, or none is usable.
+        DataError: the folder is missing or holds no image files.
     """
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist: pass --data with a folder of photos")
@@ -89,6 +89,16 @@ def scan_folder(folder: Path) -> Scan:
             f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): "
             "pass --data with a folder of photos"
         )
+    return files
+
+
+def scan_folder(folder: Path) -> Scan:
+    """List the images of ``folder`` that are readable and have sides divisible by 8.
+
+    Raises:
+        DataError: the folder is missing, holds no image files, or none is usable.
+    """
+    files = list_images(folder)
     kept: list[ImageRecord] = []
     dropped: list[tuple[str, str]] = []
     for path in files:

@@ -1,0 +1,62 @@
+"""What the nets are fed: each half's patch set, teacher-cache keys, images as tensors.
+
+Training, validation, the teacher cache and the export's parity check all build their
+inputs here, so they cannot disagree on patch keys or on the degradation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import Config, RunError
+from training.data import PatchSet, Split
+from training.degradations import DEGRADATIONS, Degradation, get_degradation
+
+
+def resolve_degradation(spec: str) -> Degradation:
+    """The degradation named by ``--degradation`` (the one place that reads the string)."""
+    if spec not in DEGRADATIONS:
+        raise RunError(f"unknown --degradation {spec!r}: choose one of {', '.join(DEGRADATIONS)}")
+    return get_degradation(spec)
+
+
+def half_patches(config: Config, split: Split, which: str, *, validation: bool = False) -> PatchSet:
+    """The patches of half ``which`` ("a" or "b"): its training patches, or with
+    ``validation`` the fixed sample that validates the student trained on the other half.
+    """
+    return PatchSet(
+        Path(split.data_dir),
+        split.half(which),
+        split.sha256,
+        size=config.patch_size,
+        stride=config.stride,
+        limit=config.val_patches if validation else config.max_patches,
+        seed=config.seed + 1 if validation else config.seed,
+    )
+
+
+def teacher_key(patches: PatchSet, index: int, config: Config) -> str:
+    """The teacher-cache key of patch ``index`` degraded as ``config`` says."""
+    from training.teacher import cache_key
+
+    degradation = resolve_degradation(config.degradation)
+    if not degradation.deterministic:
+        raise RunError(
+            f"degradation {config.degradation!r} is random: its teacher outputs cannot be "
+            "cached per patch; use --no-teacher with it"
+        )
+    return cache_key(patches.patches[index].key, degradation.name)
+
+
+def to_batch(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``HxWx3 uint8`` images -> ``(N, 3, H, W)`` float32 in ``[0, 1]`` on ``device``."""
+    array = torch.from_numpy(np.stack(images)).to(device)
+    return array.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_batch_float(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``HxWx3 float32`` images -> ``(N, 3, H, W)`` on ``device``."""
+    return torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).contiguous()
