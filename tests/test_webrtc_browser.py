@@ -21,7 +21,7 @@ from browser import COUNT_FRAMES_JS, SAMPLE_JS, chromium, figures, wait_for, wri
 from conftest_browser import COLOUR, make_relay, write_clip  # noqa: E402
 
 from sharpcam.webrtc import BackgroundServer  # noqa: E402
-from sharpcam.webrtc_source import open_source_track  # noqa: E402
+from sharpcam.webrtc.source import open_source_track  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
 

@@ -1,4 +1,4 @@
-"""``sharpcam serve``: the WebRTC relay demo.
+"""The ``sharpcam serve`` command: options, start-up and the served site.
 
 Open the printed address in Chrome or Firefox: the page sends your camera to this server
 over WebRTC and shows it back sharpened, split with the original under a draggable
@@ -7,8 +7,8 @@ its own source, sharpened, to every page that connects (receive-only).
 
 >>> main(["--port", "8080", "--model", "models/sharpcam.onnx"])  # doctest: +SKIP
 
-The web side lives in :mod:`sharpcam.webrtc_app` (endpoints, peers), the frame work in
-:mod:`sharpcam.webrtc_track`, the local source in :mod:`sharpcam.webrtc_source`.
+The web side lives in :mod:`sharpcam.webrtc.app` (endpoints, peers), the frame work in
+:mod:`sharpcam.webrtc.track`, the local source in :mod:`sharpcam.webrtc.source`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from sharpcam.errors import SharpcamError, UsageError
-from sharpcam.webrtc_app import Relay, RelaySettings, create_app
+from sharpcam.webrtc.app import Relay, RelaySettings, create_app
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
     # The source first: a wrong --source is reported before the model is loaded.
     source = None
     if settings.source is not None:
-        from sharpcam.webrtc_source import open_source_track
+        from sharpcam.webrtc.source import open_source_track
 
         source = open_source_track(settings.source)
     try:
@@ -335,7 +335,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"{PROG}: stopped; closed {closed} peer connection(s)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
