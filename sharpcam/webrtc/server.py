@@ -252,8 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "tensorrt", "cuda", "cpu"),
         help="ONNX Runtime execution provider",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log peer events")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: log peer events; -vv: also debug lines, including aiortc's, aioice's and "
+        "aiohttp's",
+    )
     return parser
+
+
+#: Third-party loggers kept at WARNING below ``-vv`` (aioice alone logs every ICE check).
+QUIET_LOGGERS = ("aioice", "aiortc", "aiohttp")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: warnings only (0), sharpcam's peer events (1), everything at debug
+    level, third-party libraries included (2 or more)."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbosity >= 2 else logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
@@ -303,10 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     """``sharpcam serve [options]``; returns the exit code (0 after Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     try:
         settings = _settings(args)
         if not settings.is_loopback:
