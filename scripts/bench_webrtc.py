@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO))
 from sharpcam.contract import default_model_path  # noqa: E402
 from sharpcam.engine import Engine  # noqa: E402
 from sharpcam.webrtc import BackgroundServer  # noqa: E402
-from sharpcam.webrtc_app import Relay, RelaySettings  # noqa: E402
-from sharpcam.webrtc_track import SharpenTrack  # noqa: E402
+from sharpcam.webrtc.app import Relay, RelaySettings  # noqa: E402
+from sharpcam.webrtc.track import SharpenTrack  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 DEFAULT_CLIP = (

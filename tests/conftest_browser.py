@@ -34,7 +34,7 @@ from onnx import TensorProto, helper
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
 from sharpcam.engine import Engine
 from sharpcam.webrtc import start_site
-from sharpcam.webrtc_app import Relay, RelaySettings
+from sharpcam.webrtc.app import Relay, RelaySettings
 
 #: The colour the synthetic sources show (RGB); far from mid-grey so inversion is obvious.
 COLOUR = (200, 60, 40)

@@ -25,8 +25,8 @@ from conftest_browser import (  # noqa: E402
     wait_until,
 )
 
-from sharpcam.webrtc_app import PAGE_FILES, RelaySettings, parse_view  # noqa: E402
-from sharpcam.webrtc_track import View  # noqa: E402
+from sharpcam.webrtc.app import PAGE_FILES, RelaySettings, parse_view  # noqa: E402
+from sharpcam.webrtc.track import View  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
 

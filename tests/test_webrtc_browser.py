@@ -21,7 +21,7 @@ from browser import COUNT_FRAMES_JS, SAMPLE_JS, chromium, figures, wait_for, wri
 from conftest_browser import COLOUR, make_relay, write_clip  # noqa: E402
 
 from sharpcam.webrtc import BackgroundServer  # noqa: E402
-from sharpcam.webrtc_source import open_source_track  # noqa: E402
+from sharpcam.webrtc.source import open_source_track  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
 
@@ -84,6 +84,21 @@ def wait_connected_with_frames(page: Any, frames: int = 10) -> None:
     wait_for(page, f"() => window.remoteFrames > {frames}", what=f"{frames} remote frames")
 
 
+#: Labels and figures (but the model's name) of the figures panel on more than one line,
+#: with a model name as long as a real one can be (the next stats message restores it).
+ONE_LINE_JS = """() => {
+  document.getElementById('fig-model').textContent = 'sharpcam_student_x2.onnx on tensorrt';
+  const lines = (e) => {
+    const range = document.createRange();
+    range.selectNodeContents(e);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  };
+  return [...document.querySelectorAll('#figures dt, #figures dd:not(#fig-model)')]
+    .filter((e) => lines(e) > 1)
+    .map((e) => e.textContent);
+}"""
+
+
 def number(text: str) -> float:
     return float(text)  # raises on "–": the figure was not filled in
 
@@ -141,10 +156,33 @@ def test_the_page_relays_the_camera_sharpened_with_divider_toggle_and_figures(
         regions_become(page, inverted, inverted, "divider dragged to the left")
         assert page.get_attribute("#divider", "aria-valuenow") == "0"
 
+        # every label and figure on one line ("model ms p95" used to wrap beside a long
+        # model name), wide or narrow
+        for width in (1100, 700, 420):
+            page.set_viewport_size({"width": width, "height": 800})
+            assert page.evaluate(ONE_LINE_JS) == [], f"wrapped at {width} px"
+        page.set_viewport_size({"width": 1100, "height": 800})
+        wait_for(
+            page,
+            "() => document.getElementById('fig-model').textContent === 'invert test model'",
+            what="the server's stats to restore the model name",
+        )
+
         # Stop closes the connection; the server frees the peer
+        running = page.locator("#stage").bounding_box()
         page.click("#stop")
         assert page.text_content("#status") == "stopped"
         wait_peers_gone(server, page)
+        # the video area keeps its size and says why it is empty; the figures are cleared
+        stopped = page.locator("#stage").bounding_box()
+        assert abs(stopped["width"] - running["width"]) <= 1
+        assert abs(stopped["height"] - running["height"]) <= 1
+        assert running["height"] > 200
+        assert page.is_visible("#placeholder") and "Start" in page.text_content("#placeholder")
+        page.wait_for_timeout(1500)  # a stats tick or server message after Stop must not refill
+        cleared = figures(page)
+        assert cleared.pop("fig-model") == "invert test model"
+        assert set(cleared.values()) == {"–"}, cleared
         assert errors == []
         context.close()
 

@@ -5,6 +5,7 @@ off loopback, and closes its peers on Ctrl-C (SIGINT)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import socket
@@ -25,6 +26,7 @@ from conftest_browser import (  # noqa: E402
 )
 
 from sharpcam.webrtc import ServeSettings, main, url_for  # noqa: E402
+from sharpcam.webrtc.server import QUIET_LOGGERS, configure_logging  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_model
 
@@ -83,6 +85,21 @@ def test_settings_know_loopback() -> None:
     assert url_for("::1", 8080) == "http://[::1]:8080/"
 
 
+def test_third_party_loggers_speak_only_from_vv() -> None:
+    saved = {n: logging.getLogger(n).level for n in ("", *QUIET_LOGGERS)}
+    try:
+        configure_logging(1)
+        assert logging.getLogger("sharpcam.webrtc.app").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("aioice.ice").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("aiohttp.access").isEnabledFor(logging.INFO)
+        configure_logging(2)
+        assert logging.getLogger("aioice.ice").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("aiortc.rtcpeerconnection").isEnabledFor(logging.DEBUG)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 async def start_server(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     """Start ``python -m sharpcam.webrtc`` with ``args``; return it and its URL."""
     proc = await asyncio.create_subprocess_exec(
@@ -115,7 +132,7 @@ async def interrupt(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
 @pytest.mark.slow
 def test_the_server_relays_and_closes_its_peers_on_ctrl_c(invert_model: Path) -> None:
     async def run() -> None:
-        proc, url = await start_server("--model", str(invert_model))
+        proc, url = await start_server("--model", str(invert_model), "-v")
         client = await connect(url, track=ColourTrack(), options={"split": 0})
         await wait_until(lambda: len(client.frames) >= 3, "frames from the server process")
         frame = client.frames[-1].to_ndarray(format="rgb24")
@@ -123,6 +140,9 @@ def test_the_server_relays_and_closes_its_peers_on_ctrl_c(invert_model: Path) ->
         code, out, err = await interrupt(proc)
         assert code == 0, err
         assert "closed 1 peer connection(s)" in out
+        # -v: the relay's peer events, none of aioice's per-check lines
+        assert "sharpcam.webrtc.app: peer" in err and "connected" in err
+        assert "aioice" not in err and "aiortc" not in err, err[:2000]
         await wait_until(lambda: client.pc.connectionState == "closed", "the client to see it")
         await client.close()
 

@@ -18,7 +18,7 @@ from conftest_browser import COLOUR, QueueTrack, wait_until, write_clip  # noqa:
 
 from sharpcam.errors import SourceError  # noqa: E402
 from sharpcam.sources import open_source  # noqa: E402
-from sharpcam.webrtc_source import Fanout, SourceTrack, open_source_track  # noqa: E402
+from sharpcam.webrtc.source import Fanout, SourceTrack, open_source_track  # noqa: E402
 
 
 def source_threads() -> int:

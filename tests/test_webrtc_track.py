@@ -19,7 +19,7 @@ pytest.register_assert_rewrite("conftest_browser")
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 from conftest_browser import ColourTrack, QueueTrack, wait_until  # noqa: E402
 
-from sharpcam.webrtc_track import SharpenTrack, View, compose_split  # noqa: E402
+from sharpcam.webrtc.track import SharpenTrack, View, compose_split  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
 

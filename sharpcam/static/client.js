@@ -88,6 +88,7 @@ async function start() {
   pc.addEventListener("track", (event) => {
     if (event.track.kind !== "video") return;
     $("remote").srcObject = event.streams[0] || new MediaStream([event.track]);
+    $("stage").classList.remove("idle");
   });
 
   const channel = pc.createDataChannel("sharpcam");
@@ -165,6 +166,8 @@ function stop(resetStatus = true) {
   }
   if (pc) pc.close();
   $("remote").srcObject = null;
+  $("stage").classList.add("idle"); // keeps its size (the last stream's shape)
+  clearFigures();
   $("start").disabled = false;
   $("stop").disabled = true;
   if (resetStatus) setStatus("stopped");
@@ -228,6 +231,7 @@ function wireControls() {
     drawView();
     sendView();
   });
+  $("remote").addEventListener("resize", keepVideoShape);
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", () => stop());
   window.addEventListener("pagehide", () => stop(false));
@@ -235,7 +239,23 @@ function wireControls() {
 
 // --- figures -------------------------------------------------------------------------
 
+function clearFigures() {
+  // every live figure back to "–"; the model's name stays (it comes from /config)
+  for (const dd of document.querySelectorAll("#figures dd")) {
+    if (dd.id !== "fig-model") dd.textContent = "–";
+  }
+  state.serverMs = 0;
+}
+
+function keepVideoShape() {
+  const video = $("remote");
+  if (video.videoWidth && video.videoHeight) {
+    $("stage").style.setProperty("--video-aspect", `${video.videoWidth} / ${video.videoHeight}`);
+  }
+}
+
 function onServerMessage(data) {
+  if (!state.pc) return; // a late message after Stop
   let msg;
   try {
     msg = JSON.parse(data);
@@ -261,6 +281,7 @@ async function updateStats() {
   const pc = state.pc;
   if (!pc) return;
   const report = await pc.getStats();
+  if (state.pc !== pc) return; // stopped meanwhile: leave the figures cleared
   let inbound = null;
   let pair = null;
   let remoteInbound = null;

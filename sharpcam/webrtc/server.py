@@ -1,4 +1,4 @@
-"""``sharpcam serve``: the WebRTC relay demo.
+"""The ``sharpcam serve`` command: options, start-up and the served site.
 
 Open the printed address in Chrome or Firefox: the page sends your camera to this server
 over WebRTC and shows it back sharpened, split with the original under a draggable
@@ -7,8 +7,8 @@ its own source, sharpened, to every page that connects (receive-only).
 
 >>> main(["--port", "8080", "--model", "models/sharpcam.onnx"])  # doctest: +SKIP
 
-The web side lives in :mod:`sharpcam.webrtc_app` (endpoints, peers), the frame work in
-:mod:`sharpcam.webrtc_track`, the local source in :mod:`sharpcam.webrtc_source`.
+The web side lives in :mod:`sharpcam.webrtc.app` (endpoints, peers), the frame work in
+:mod:`sharpcam.webrtc.track`, the local source in :mod:`sharpcam.webrtc.source`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from sharpcam.errors import SharpcamError, UsageError
-from sharpcam.webrtc_app import Relay, RelaySettings, create_app
+from sharpcam.webrtc.app import Relay, RelaySettings, create_app
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "tensorrt", "cuda", "cpu"),
         help="ONNX Runtime execution provider",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log peer events")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: log peer events; -vv: also debug lines, including aiortc's, aioice's and "
+        "aiohttp's",
+    )
     return parser
+
+
+#: Third-party loggers kept at WARNING below ``-vv`` (aioice alone logs every ICE check).
+QUIET_LOGGERS = ("aioice", "aiortc", "aiohttp")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: warnings only (0), sharpcam's peer events (1), everything at debug
+    level, third-party libraries included (2 or more)."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbosity >= 2 else logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
@@ -275,7 +296,7 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
     # The source first: a wrong --source is reported before the model is loaded.
     source = None
     if settings.source is not None:
-        from sharpcam.webrtc_source import open_source_track
+        from sharpcam.webrtc.source import open_source_track
 
         source = open_source_track(settings.source)
     try:
@@ -303,10 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     """``sharpcam serve [options]``; returns the exit code (0 after Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     try:
         settings = _settings(args)
         if not settings.is_loopback:
@@ -335,7 +353,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"{PROG}: stopped; closed {closed} peer connection(s)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ from av import VideoFrame
 
 from sharpcam.errors import SourceError
 from sharpcam.sources import Frame, Source, open_source, parse_device
-from sharpcam.webrtc_track import NewestSlot
+from sharpcam.webrtc.track import NewestSlot
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ In *relay* mode each peer's first video track comes back sharpened on the same
 transceiver. In *receive* mode (a local source) every peer gets the source, sharpened,
 and what it sends is discarded. A data channel labelled ``"sharpcam"``, if the peer opens
 one, carries ``{"sharpen": bool, "split": float}`` to the server and
-``{"type": "stats", ...}`` (see :class:`~sharpcam.webrtc_track.TrackStats`) back, each
+``{"type": "stats", ...}`` (see :class:`~sharpcam.webrtc.track.TrackStats`) back, each
 second.
 """
 
@@ -42,8 +42,8 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaBlackhole
 
-from sharpcam.webrtc_source import Fanout
-from sharpcam.webrtc_track import FrameProcessor, SharpenTrack, View
+from sharpcam.webrtc.source import Fanout
+from sharpcam.webrtc.track import FrameProcessor, SharpenTrack, View
 
 log = logging.getLogger(__name__)
 

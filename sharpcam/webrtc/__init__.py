@@ -1,0 +1,39 @@
+"""``sharpcam serve``: the WebRTC relay demo, one module per job.
+
+* :mod:`sharpcam.webrtc.server`: the command (options, start-up, the served site);
+* :mod:`sharpcam.webrtc.app`: the web side (endpoints, peer connections, signalling);
+* :mod:`sharpcam.webrtc.track`: the frame work (newest frame wins, split view, figures);
+* :mod:`sharpcam.webrtc.source`: the local source of receive-only mode (webcam or file).
+
+Imports flow one way: ``server`` → ``app`` → ``source`` → ``track``.
+
+>>> main(["--port", "8080", "--model", "models/sharpcam.onnx"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from sharpcam.webrtc.app import Relay, RelaySettings, create_app
+from sharpcam.webrtc.server import (
+    BackgroundServer,
+    ServeError,
+    ServeSettings,
+    build_parser,
+    main,
+    serve,
+    start_site,
+    url_for,
+)
+
+__all__ = [
+    "BackgroundServer",
+    "Relay",
+    "RelaySettings",
+    "ServeError",
+    "ServeSettings",
+    "build_parser",
+    "create_app",
+    "main",
+    "serve",
+    "start_site",
+    "url_for",
+]
