@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             engine = Engine(args.model, provider=name, threads=args.threads)
         except ProviderError as err:
-            print(f"{name}: skipped ({err})")
+            print(f"{name}: skipped ({err.reason})")
             continue
         engines.append(engine)
         rows += bench_engine(engine, sizes, args.repeat, args.warmup)

@@ -61,6 +61,7 @@ def make_parser(prog: str, description: str, **kwargs: object) -> argparse.Argum
         prog=prog,
         description=description,
         formatter_class=_Formatter,
+        allow_abbrev=False,  # `bench --provider` must not pass for `--providers`
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Sharpen a webcam or a video file in real time with a small ONNX model.\n"
         "  sharpcam --device 0                         webcam 0 -> virtual camera\n"
         "  sharpcam --device 0 --preview               ... in a split-view window instead\n"
-        "  sharpcam --input call.mp4 --output sharp.mp4",
+        "  sharpcam --input call.mp4 --output sharp.mp4 --compare   (+ sharp.compare.png)",
         usage="sharpcam [--device N | --input FILE] [--output FILE] [--preview] [options]\n"
         "       sharpcam {enhance,bench,serve} ...",
         epilog=EPILOG,
@@ -182,7 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--list-devices", action="store_true", help="list the camera indices that open, then exit"
     )
     out = parser.add_argument_group("output (any of; default: the virtual camera for --device)")
-    out.add_argument("--output", type=Path, default=None, metavar="FILE", help="write a video file")
+    out.add_argument(
+        "--output", type=Path, default=None, metavar="FILE",
+        help="write a video file: .mp4 .mkv .mov .m4v .avi (H.264), .webm (VP9), .y4m (raw)",
+    )  # fmt: skip
+    out.add_argument(
+        "--compare", action="append", nargs="?", const="", default=None, metavar="FILE",
+        help="also write original | sharpened side by side: a picture of the middle frame "
+        "with a zoomed crop (.png, .jpg; no FILE: --output's name + .compare.png), or a "
+        "video of every frame (a video suffix); may be given twice",
+    )  # fmt: skip
     out.add_argument(
         "--preview", action="store_true", help="split-view window (space: toggle, q: quit)"
     )
@@ -257,11 +267,7 @@ def run_command(argv: list[str] | None = None) -> int:
             if info.live:  # the capture loop handles it; only a late Ctrl-C lands here
                 complete = True
                 return 0
-            names = ", ".join(str(s.path) for s in sinks if hasattr(s, "path"))
-            print(
-                "sharpcam: interrupted" + (f"; {names} not written" if names else ""),
-                file=sys.stderr,
-            )
+            print("sharpcam: interrupted", file=sys.stderr)  # each output says it is not written
             return 130
         finally:
             _close_all(sinks, complete=complete)
@@ -282,13 +288,29 @@ def _check_options(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.input is not None and not (args.output or args.preview or args.virtual_camera):
+    if args.input is not None and not (
+        args.output or args.preview or args.virtual_camera or args.compare
+    ):
         raise UsageError("nothing to write: add --output FILE (or --preview, or --virtual-camera)")
     if args.output is not None:
         check_writable(args.output)
         pick_codec(args.output.suffix)
         if args.input is not None and _same_file(args.input, args.output):
             raise UsageError("--output is the --input file; choose another output name")
+    args.compare = _compare_paths(args)
+
+
+def _compare_paths(args: argparse.Namespace) -> list[Path]:
+    """The files ``--compare`` names, checked (none may be the input, the output or twice)."""
+    from sharpcam.compare import compare_path
+
+    paths = [compare_path(value, args.output) for value in args.compare or ()]
+    taken = [p for p in (args.input, args.output) if p is not None]
+    for path in paths:
+        if any(_same_file(path, other) for other in taken):
+            raise UsageError(f"--compare {path} is already an input or output; choose another name")
+        taken.append(path)
+    return paths
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -307,6 +329,13 @@ def _open_sinks(args: argparse.Namespace, info: SourceInfo) -> list[Sink]:
     try:
         if args.output is not None:
             opened.append(sink_kinds.FileSink.for_source(args.output, info))
+        if args.compare:
+            from sharpcam.compare import open_compare
+
+            frames = info.frames
+            if args.max_frames is not None:
+                frames = min(frames, args.max_frames) if frames else args.max_frames
+            opened += [open_compare(path, info, frames=frames) for path in args.compare]
         if want_vcam:
             opened.append(
                 sink_kinds.VirtualCameraSink(

@@ -35,6 +35,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -141,6 +142,32 @@ def skip_reason(text: str) -> str:
     flat = re.sub(r"\S*\[[EWF]:onnxruntime:[^\]]*\]\s*", "", flat)
     flat = re.sub(r"/onnxruntime_src/\S+\s+(\S+ )*?\S+\)\s*", "", flat)
     return one_line(flat, limit=160) or "not usable (no reason given)"
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU with its driver loaded (a cheap look at the
+    driver's device files on Linux, else ``nvidia-smi`` on the PATH)."""
+    if sys.platform.startswith("linux"):
+        return any(Path("/dev").glob("nvidia[0-9]*"))
+    return shutil.which("nvidia-smi") is not None
+
+
+def short_skip_note(skipped: dict[str, str], gpu: bool) -> str:
+    """Why the providers in ``skipped`` were not used, in a few words for the provider line.
+
+    >>> short_skip_note({"cuda": "needs libcublasLt.so.13, not found"}, gpu=False)
+    'no CUDA GPU'
+    >>> short_skip_note({"tensorrt": "needs libnvinfer.so.10, not found"}, gpu=True)
+    'tensorrt: libraries not found, -v names them'
+    """
+    if not skipped:
+        return ""
+    if not gpu:
+        return "no CUDA GPU"
+    return "; ".join(
+        f"{name}: " + ("libraries not found, -v names them" if why.startswith("needs lib") else why)
+        for name, why in skipped.items()
+    )
 
 
 def _is_model_problem(exc: BaseException) -> bool:
@@ -291,8 +318,7 @@ class Engine:
             session, reason = self._try(name)
             got = _short_name(session.get_providers()[0]) if session is not None else None
             if session is not None and got == name:
-                note = "; ".join(f"{n} skipped: {r}" for n, r in self.skipped.items())
-                log.info("provider: %s%s", name, f" ({note})" if note else "")
+                self._log_choice(name)
                 return session, name
             self.skipped[name] = reason
             if session is not None and got is not None and requested == "auto":
@@ -300,14 +326,24 @@ class Engine:
                 # provider above the one it landed on failed, and that one works.
                 for above in candidates[candidates.index(name) + 1 : candidates.index(got)]:
                     self.skipped.setdefault(above, reason)
-                note = "; ".join(f"{n} skipped: {r}" for n, r in self.skipped.items())
-                log.info("provider: %s (%s)", got, note)
+                self._log_choice(got)
                 return session, got
         why = self.skipped.get(requested, "unavailable")
         raise ProviderError(
             f"provider {requested!r} cannot run here ({why}); "
-            "use --provider auto to fall back, or --provider cpu"
+            "use --provider auto to fall back, or --provider cpu",
+            reason=why,
         )
+
+    def _log_choice(self, name: str) -> None:
+        """One line: the provider and, briefly, why those above it were skipped; the
+        details (library names) at debug level (``-v``)."""
+        note = short_skip_note(self.skipped, gpu_present())
+        log.info("provider: %s%s", name, f" ({note})" if note else "")
+        if self.skipped:
+            log.debug(
+                "providers skipped: %s", "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
+            )
 
     def _try(self, name: str) -> tuple[ort.InferenceSession | None, str]:
         """One session attempt for provider ``name`` (with its fallbacks in the chain);

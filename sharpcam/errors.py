@@ -37,7 +37,12 @@ class ModelError(SharpcamError):
 
 
 class ProviderError(SharpcamError):
-    """The execution provider asked for (``tensorrt``, ``cuda``) cannot run here."""
+    """The execution provider asked for (``tensorrt``, ``cuda``) cannot run here;
+    :attr:`reason` is why, without the advice on what to do."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or str(self)
 
 
 class SourceError(SharpcamError):

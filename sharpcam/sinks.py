@@ -250,6 +250,8 @@ VIDEO_CODECS: dict[str, tuple[str, ...]] = {
     ".webm": ("libvpx-vp9", "libvpx"),
     ".y4m": ("rawvideo",),
 }
+#: Containers whose time base is one frame (timestamps are frame numbers).
+FRAME_TIMED = {".avi"}
 #: Containers that cannot hold audio: it is dropped there, with a warning.
 NO_AUDIO = {".y4m"}
 
@@ -327,7 +329,9 @@ class FileSink(Sink):
         check_writable(self.path)
         self.width, self.height = width, height
         self._fps = Fraction(fps)
-        self._tb = time_base or 1 / self._fps
+        # AVI counts time in frames: a finer time base makes its header claim that many fps.
+        constant_rate = self.path.suffix.lower() in FRAME_TIMED
+        self._tb = 1 / self._fps if constant_rate else (time_base or 1 / self._fps)
         self._stack = ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path))
         try:
@@ -389,6 +393,8 @@ class FileSink(Sink):
             cc.options = {"crf": str(settings.crf)}
             if codec == "libx264":
                 cc.options["preset"] = settings.preset
+                if self.path.suffix.lower() in FRAME_TIMED:
+                    cc.options["bf"] = "0"  # AVI has no separate decode order for B-frames
             else:
                 cc.options.update({"b": "0", "deadline": "realtime", "cpu-used": "8"})
         elif codec != "rawvideo":
@@ -456,7 +462,7 @@ class FileSink(Sink):
         else:
             err = SinkError("incomplete")
             self._stack.__exit__(SinkError, err, None)  # deletes the partial file
-            log.info("%s not written (run did not finish)", self.path)
+            log.warning("%s not written (run did not finish)", self.path)
 
 
 def check_writable(path: Path) -> None:

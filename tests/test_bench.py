@@ -68,3 +68,21 @@ def test_usage_errors(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--model", str(tmp_path / "none.onnx"), "--providers", "cpu"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_no_abbreviated_options(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench --provider cpu` is an error, not a silent `--providers cpu`."""
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--model", str(model), "--provider", "cpu"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --provider" in capsys.readouterr().err
+
+
+def test_skipped_providers_get_no_advice_bench_cannot_take(
+    model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(["--model", str(model), "--sizes", "40x30", "--repeat", "1"]) == 0
+    skipped = [line for line in capsys.readouterr().out.splitlines() if ": skipped (" in line]
+    if not skipped:
+        pytest.skip("every provider runs here")
+    assert all("--provider " not in line for line in skipped), skipped

@@ -244,12 +244,35 @@ class TestProviders:
         if engine.provider != "cpu":
             pytest.skip(f"a GPU provider works here ({engine.provider})")
         lines = [r.getMessage() for r in caplog.records if r.name == "sharpcam.engine"]
-        assert len(lines) == 1 and lines[0].startswith("provider: cpu")
+        if engine_mod.gpu_present():
+            assert len(lines) == 1 and lines[0].startswith("provider: cpu (")
+        else:  # a laptop: short, no library names unless -v
+            assert lines == ["provider: cpu (no CUDA GPU)"]
         for name in ("tensorrt", "cuda"):
             if engine_mod.PROVIDERS[name] in ort.get_available_providers():
-                assert engine.skipped[name] and f"{name} skipped: " in lines[0]
+                assert engine.skipped[name]
         out, err = capfd.readouterr()
         assert "EP Error" not in out and "onnxruntime" not in err  # the loud output is caught
+
+    def test_verbose_names_what_is_missing(
+        self, unsharp: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.DEBUG, logger="sharpcam.engine"):
+            engine = Engine(unsharp)
+        if not engine.skipped:
+            pytest.skip(f"no provider was skipped here ({engine.provider})")
+        details = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        line = next(m for m in details if m.startswith("providers skipped: "))
+        for name, reason in engine.skipped.items():
+            assert f"{name}: {reason}" in line
+
+    def test_short_note(self) -> None:
+        missing = {"tensorrt": "needs libnvinfer.so.10, not found", "cuda": "CUDA failure 2: oom"}
+        assert engine_mod.short_skip_note({}, gpu=False) == ""
+        assert engine_mod.short_skip_note(missing, gpu=False) == "no CUDA GPU"
+        assert engine_mod.short_skip_note(missing, gpu=True) == (
+            "tensorrt: libraries not found, -v names them; cuda: CUDA failure 2: oom"
+        )
 
     def test_auto_without_gpu_build(self, unsharp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])

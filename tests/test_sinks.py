@@ -207,6 +207,21 @@ class TestFileSink:
         decoded = decode_rgb(path)
         assert len(decoded) == 3 and decoded[0].shape == (odd_h, odd_w, 3)
 
+    def test_avi_header_states_the_real_rate(self, tmp_path: Path) -> None:
+        path = tmp_path / "cam.avi"
+        tb = Fraction(1, 12800)  # an MP4 input's time base: AVI must not take it as its rate
+        with FileSink(path, width=W, height=H, fps=Fraction(25), time_base=tb) as sink:
+            for i in range(5):
+                sink.send(frame(i, pts=i * 512, time_base=tb))
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert stream.average_rate == 25 and stream.frames == 5
+        decoded = decode_rgb(path)
+        assert len(decoded) == 5
+        for i, d in enumerate(decoded):  # in order: each is closest to its own source frame
+            scores = [psnr(d, frame(j).image) for j in range(5)]
+            assert max(range(5), key=scores.__getitem__) == i and scores[i] > 24
+
     def test_unknown_format(self, tmp_path: Path) -> None:
         with pytest.raises(SinkError, match=r"unknown output video format '\.xyz'; name the file"):
             FileSink(tmp_path / "a.xyz", width=W, height=H, fps=Fraction(25))
