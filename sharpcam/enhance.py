@@ -7,7 +7,7 @@ says so). The output format follows ``OUT``'s suffix and the file is written ato
 
 Large images are sharpened in overlapping tiles (:mod:`sharpcam.tiles`): memory is about
 8 bytes per image pixel (the decoded image, the result, the encoded file) plus one tile's
-model run (about 170 MB for the shipped model at the default ``--tile 1024``), and images
+model run (about 300 MB for the shipped model at the default ``--tile 1024``), and images
 over :data:`~sharpcam.tiles.MAX_PIXELS` are refused before they are decoded.
 """
 
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tile", type=int, default=TILE, metavar="PX",
         help=f"sharpen in tiles of at most PX x PX pixels ({OVERLAP} px overlap, seamless): "
-        "memory is about 8 bytes per image pixel plus one tile's model run (~170 MB at "
+        "memory is about 8 bytes per image pixel plus one tile's model run (~300 MB at "
         f"1024); 0 = the whole image at once; images over {MAX_PIXELS // 1_000_000} "
         "megapixels are refused",
     )  # fmt: skip

@@ -22,7 +22,7 @@ import numpy as np
 
 from sharpcam.contract import MULTIPLE
 
-#: Default tile side in pixels (``enhance --tile``): about 170 MB of model memory.
+#: Default tile side in pixels (``enhance --tile``): ~300 MB of model memory (shipped model).
 TILE = 1024
 #: Context each tile gets beyond its kept core, on inner sides.
 OVERLAP = 32
