@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-frames", type=int, default=None, metavar="N", help="stop after N frames"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar for files")
+    run.add_argument(
+        "--allow-partial", action="store_true",
+        help="accept an input video whose end is truncated or undecodable (a warning, exit 0)",
+    )  # fmt: skip
     add_log_options(run)
     return parser
 
@@ -275,6 +279,16 @@ def run_command(argv: list[str] | None = None) -> int:
     if stats.source_lost:
         print(f"sharpcam: error: {stats.source_lost}; outputs were finished", file=sys.stderr)
         return 1
+    if stats.partial:
+        if args.allow_partial:
+            log.warning("%s; kept what was read (--allow-partial)", stats.partial)
+            return 0
+        print(
+            f"sharpcam: error: {stats.partial}; the outputs hold those frames — check the "
+            "input, or pass --allow-partial to accept a partial input",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -314,10 +328,9 @@ def _compare_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
+    from sharpcam.sinks import same_file
+
+    return same_file(a, b)
 
 
 def _open_sinks(args: argparse.Namespace, info: SourceInfo) -> list[Sink]:

@@ -225,6 +225,10 @@ class _Plan:
     def unload(self, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
         return self.buffers.unload(out, bgr=bgr)
 
+    def finite(self) -> bool:
+        """Whether the last output was free of NaN and Inf (their sum is finite)."""
+        return bool(np.isfinite(self.buffers.output.sum(dtype=np.float32)))
+
 
 class Engine:
     """One ONNX Runtime session for one sharpcam model; sharpens single frames.
@@ -444,6 +448,12 @@ class Engine:
                     f"frame: {_run_failure(exc)}"
                 ) from exc
             t2 = time.perf_counter()
+            if not plan.finite():  # the uint8 conversion would turn them into black
+                raise ModelError(
+                    f"model {self._model_path} output NaN or Inf on frame {self.frames + 1} "
+                    f"({frame.shape[1]}x{frame.shape[0]}); the model is broken: re-export it "
+                    "or pass another --model"
+                )
             result = plan.unload(out, bgr=bgr)
             t3 = time.perf_counter()
             self.last_ms = (t2 - t1) * 1e3

@@ -58,6 +58,9 @@ class RunStats:
     stop_reason: str = ""
     source_lost: str | None = None
     """Set (to the one-line reason) when a live source stopped delivering frames."""
+    partial: str | None = None
+    """Set (to one line with the frame count) when a file ended before the frames its
+    container announces, or at a demux/decode error."""
 
     @property
     def elapsed(self) -> float:
@@ -397,8 +400,21 @@ def run_file(
         stats.ended = time.monotonic()
     if errors:
         raise errors[0]
+    if not stats.stop_reason:
+        stats.partial = partial_input(source, stats.frames_in)
     stats.stop_reason = stats.stop_reason or "end of file"
     return stats
+
+
+def partial_input(source: Source, frames: int) -> str | None:
+    """One line if a file that ended after ``frames`` frames was cut short: a read error
+    ended it, or its container announced more frames; else ``None``."""
+    expected = source.info.frames
+    if source.ended_early is None and (not expected or frames >= expected):
+        return None
+    count = f"{frames} of {expected}" if expected else f"{frames}"
+    why = source.ended_early or "the file is truncated"
+    return f"{source.info.name} ended after {count} frames ({why})"
 
 
 def _progress(source: Source, settings: RunSettings) -> Any:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pyvirtualcam
 
-from sharpcam.atomic import atomic_path
+from sharpcam.atomic import atomic_path, destination
 from sharpcam.errors import SinkError, one_line
 from sharpcam.frames import bgr_from_rgb, check_frame, video_frame_from_rgb
 from sharpcam.sources import Frame, SourceInfo
@@ -465,8 +465,21 @@ class FileSink(Sink):
             log.warning("%s not written (run did not finish)", self.path)
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once links are resolved, or
+    the same inode (a hard link)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
+
+
 def check_writable(path: Path) -> None:
-    """Raise :class:`SinkError` now, before any work, if ``path`` cannot be written."""
+    """Raise :class:`SinkError` now, before any work, if ``path`` cannot be written (a
+    symbolic link is checked, and later written, through: see :mod:`sharpcam.atomic`)."""
+    path = destination(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise SinkError(f"output {path} is a folder; name a file such as {path / 'sharp.mp4'}")

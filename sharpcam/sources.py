@@ -92,14 +92,17 @@ class Source(ABC):
     """A stream of :class:`Frame` objects. Use as a context manager; :meth:`close` once."""
 
     info: SourceInfo
+    #: Why a file ended before its last frame (a demux or decode error), else ``None``.
+    ended_early: str | None = None
 
     @abstractmethod
     def read(self) -> Frame | None:
-        """The next frame, or ``None`` at the end of a file.
+        """The next frame, or ``None`` at the end of a file (also when the rest of the file
+        cannot be read: :attr:`ended_early` then says why).
 
         Raises:
             SourceLost: a camera stopped delivering frames.
-            SourceError: a file cannot be decoded any further.
+            SourceError: a file's first frame cannot be decoded.
         """
 
     def take_packets(self) -> list[av.Packet]:
@@ -353,7 +356,7 @@ class FileSource(Source):
                 self._ended = True
                 return None
             except av.FFmpegError as exc:
-                raise SourceError(f"cannot read {self.path}: {_av_message(exc)}") from exc
+                return self._stop_early(f"cannot read past frame {self._index}", exc)
             if packet.stream.index != self._video.index:
                 if packet.size:  # skip the empty flush packets demux ends with
                     self._packets.append(packet)
@@ -361,15 +364,23 @@ class FileSource(Source):
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:
-                raise SourceError(
-                    f"cannot decode frame {self._index + 1} of {self.path}: {_av_message(exc)}"
-                ) from exc
+                return self._stop_early(f"cannot decode frame {self._index + 1}", exc)
             for vf in decoded:
                 image = rgb_from_video_frame(vf)
                 tb = vf.time_base or self._video.time_base
                 self._frames.append(Frame(image, self._index, time.monotonic(), vf.pts, tb))
                 self._index += 1
         return self._frames.popleft()
+
+    def _stop_early(self, what: str, exc: av.FFmpegError) -> Frame | None:
+        """End the stream at a demux or decode error (the frames before it stand), or raise
+        if not even one frame came out."""
+        if self._index == 0:
+            raise SourceError(f"{what} of {self.path}: {_av_message(exc)}") from exc
+        self._ended = True
+        self.ended_early = f"{what}: {_av_message(exc)}"
+        log.debug("%s: %s", self.path, self.ended_early)
+        return None
 
     def read(self) -> Frame | None:
         return self._next_frame()

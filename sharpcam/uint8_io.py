@@ -25,12 +25,16 @@ from sharpcam.frames import padded_size
 
 U8_INPUT = "u8_frames"
 U8_OUTPUT = "u8_sharpened"
+#: Second output of the wrapper: the sum of the model's float output, ``[1,1,1,1]``. NaN
+#: or Inf anywhere in the frame makes it non-finite (the uint8 cast would hide them).
+U8_CHECK = "u8_check"
 
 
 def uint8_wrapper(model_path: Path) -> bytes:
     """The model at ``model_path`` wrapped to take and give ``[N,H,W,3] uint8`` RGB.
 
-    Outputs are rounded half up and saturated to ``[0, 255]``.
+    Outputs are rounded half up and saturated to ``[0, 255]``; :data:`U8_CHECK` is the
+    sum of the float output, non-finite when it holds NaN or Inf.
     """
     model = onnx.load(str(model_path))
     graph = model.graph
@@ -48,6 +52,7 @@ def uint8_wrapper(model_path: Path) -> bytes:
         helper.make_node("Add", ["_d1", "_half"], ["_d2"]),
         helper.make_node("Clip", ["_d2", "_zero", "_top"], ["_d3"]),
         helper.make_node("Cast", ["_d3"], [U8_OUTPUT], to=TensorProto.UINT8),
+        helper.make_node("ReduceSum", ["_f_out"], [U8_CHECK], keepdims=1),
     ]
     consts = {"_inv255": 1 / 255, "_255": 255.0, "_half": 0.5, "_zero": 0.0, "_top": 255.0}
     graph.initializer.extend(
@@ -59,6 +64,7 @@ def uint8_wrapper(model_path: Path) -> bytes:
     for role, name in ((graph.input, U8_INPUT), (graph.output, U8_OUTPUT)):
         del role[:]
         role.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["n", "h", "w", 3]))
+    graph.output.append(helper.make_tensor_value_info(U8_CHECK, TensorProto.FLOAT, [1, 1, 1, 1]))
     del graph.value_info[:]
     return model.SerializeToString()
 
@@ -81,6 +87,14 @@ class Uint8Plan:
         self.binding.bind_output(
             U8_OUTPUT, "cpu", 0, np.uint8, list(self.output.shape), self.output.ctypes.data
         )
+        self.check = np.zeros((1, 1, 1, 1), np.float32)
+        self.binding.bind_output(
+            U8_CHECK, "cpu", 0, np.float32, [1, 1, 1, 1], self.check.ctypes.data
+        )
+
+    def finite(self) -> bool:
+        """Whether the last run's float output was free of NaN and Inf."""
+        return bool(np.isfinite(self.check[0, 0, 0, 0]))
 
     def load(self, frame: np.ndarray, *, bgr: bool = False) -> None:
         """Pad ``frame`` (``HxWx3 uint8``) into the input buffer as RGB."""

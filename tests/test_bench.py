@@ -9,6 +9,7 @@ from helpers_media import make_clip
 from helpers_models import unsharp_model
 
 from sharpcam import bench, cli
+from sharpcam.engine import Engine
 from sharpcam.errors import UsageError
 
 
@@ -37,8 +38,24 @@ def test_quick_table(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "| cpu | 64x48 |" in rows[0] and "| cpu | 360p (640x360) |" in rows[1]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 7
-        assert all(float(c) >= 0 for c in cells[2:6]) and cells[6].endswith("%)")
+        assert len(cells) == 7 and cells[6].endswith("%)")
+        median, p95, total, fps = (float(c) for c in cells[2:6])
+        assert p95 >= median and total >= median - 0.05  # printed to 0.1 ms
+        if total >= 1.0:  # fps is printed from the unrounded total
+            assert fps == pytest.approx(1000 / total, rel=0.06)
+
+
+def test_rows_are_consistent(model: Path) -> None:
+    """Figures that can be wrong: timings positive, p95 not below the median, the whole
+    call not shorter than the model in it, fps the inverse of the whole call."""
+    engine = Engine(model, provider="cpu")
+    rows = bench.bench_engine(engine, [("64x48", (64, 48)), ("360p", (640, 360))], 7, 1)
+    assert [r.size for r in rows] == ["64x48", "360p (640x360)"]
+    for r in rows:
+        assert 0 < r.model_median <= r.model_p95
+        assert r.total_median >= r.model_median and r.host_median > 0
+        assert r.fps == pytest.approx(1000 / r.total_median)
+        assert 0 < r.host_share < 1
 
 
 def test_io_compare_and_clip(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sharpcam.engine import Engine
 from sharpcam.errors import SinkError, SourceError
 from sharpcam.pipeline import Mailbox, RunSettings, RunStats, run, run_file, run_live
 from sharpcam.sinks import FileSink, NullSink, PreviewSink, Sink
-from sharpcam.sources import CameraSource, FileSource, Frame
+from sharpcam.sources import CameraSource, FileSource, Frame, Source, SourceInfo
 
 QUIET = RunSettings(status_every=0, progress=False)
 
@@ -40,6 +41,55 @@ class SlowEngine:
         out = self.engine.process(frame)
         self.last_ms = self.seconds * 1e3 + self.engine.last_ms
         return out
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def stage_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sharpcam-")]
+
+
+class NumberedCamera(Source):
+    """A live source whose frame ``n`` carries ``n`` in its first pixel, and which records
+    the newest number it has handed out (the capture thread reads it)."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.info = SourceInfo("numbered", 64, 48, Fraction(1000), live=True)
+        self.interval = interval
+        self.latest = -1
+
+    def read(self) -> Frame:
+        time.sleep(self.interval)
+        n = self.latest + 1
+        image = np.zeros((48, 64, 3), np.uint8)
+        image[0, 0] = (n & 255, n >> 8 & 255, n >> 16 & 255)
+        frame = Frame(image, n, time.monotonic())
+        self.latest = n
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+class WitnessEngine:
+    """The real engine, slowed, noting for each call the number of the frame it was given
+    and the newest number captured at that moment."""
+
+    def __init__(self, engine: Engine, camera: NumberedCamera, seconds: float) -> None:
+        self.engine, self.camera, self.seconds = engine, camera, seconds
+        self.seen: list[tuple[int, int]] = []
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        got = int(frame[0, 0, 0]) | int(frame[0, 0, 1]) << 8 | int(frame[0, 0, 2]) << 16
+        self.seen.append((got, self.camera.latest))
+        time.sleep(self.seconds)
+        return self.engine.process(frame)
 
 
 class RecordingSink(Sink):
@@ -149,8 +199,7 @@ class TestFileToFile:
         sink = RecordingSink()
         with FileSource(clip) as source, pytest.raises(KeyboardInterrupt):
             run_file(source, slow, [sink], QUIET)
-        time.sleep(0.5)  # the writer notices within its 0.2 s poll
-        assert not [t for t in threading.enumerate() if t.name.startswith("sharpcam-")]
+        assert wait_until(lambda: not stage_threads()), stage_threads()
         assert len(sink.frames) == 4
 
     def test_preview_runs_on_the_calling_thread(
@@ -174,6 +223,22 @@ class TestFileToFile:
 
 
 class TestLive:
+    def test_the_model_always_gets_the_newest_frame(self, engine: Engine) -> None:
+        """Structural, not timed: when ``process`` is called, the frame it holds is the
+        newest captured (or the one before, if the capture thread is between reading a
+        frame and leaving it in the mailbox). Handing out an older queued frame fails."""
+        camera = NumberedCamera(interval=0.001)
+        witness = WitnessEngine(engine, camera, seconds=0.02)
+        sink = RecordingSink()
+        stats = run_live(camera, witness, [sink], RunSettings(status_every=0, max_frames=20))
+        assert len(witness.seen) == 20 == len(sink.frames)
+        lag = [latest - got for got, latest in witness.seen]
+        assert all(0 <= d <= 1 for d in lag), witness.seen
+        got = [g for g, _ in witness.seen]
+        assert got == sorted(got) and len(set(got)) == len(got)
+        assert [f.index for f in sink.frames] == got  # the sink gets what the model made
+        assert stats.dropped > 0 and stats.frames_in == stats.frames_out + stats.dropped
+
     def test_slow_model_drops_stale_frames_and_latency_stays_bounded(
         self, fake_camera: type[FakeCapture], engine: Engine
     ) -> None:
