@@ -11,6 +11,11 @@ with ``kill -9`` cannot remove its temporary file; the first atomic write of a l
 into the same folder removes ours whose process is gone (same host tag, dead pid) and says
 so in one log line.
 
+The host tag is 4 hex digits of the host name's SHA-1, so a folder shared between machines
+is only swept of the temporaries its own host left. Containers that share both a host
+name and a folder but not a process namespace would see each other's writers as gone:
+give them distinct host names. Windows keeps every temporary (no sweep).
+
 A destination that is a symbolic link is written through: the link's target gets the new
 content and the link stays a link (as ``cp`` does).
 """
@@ -53,8 +58,8 @@ def is_stale(name: str) -> bool:
     """Whether ``name`` is a temporary file of ours left by a process of this host that is
     gone (so nobody will ever move it into place)."""
     m = _OURS.match(name)
-    if m is None or m.group(1) != _HOST:
-        return False
+    if m is None or m.group(1) != _HOST or os.name != "posix":
+        return False  # (on Windows os.kill(pid, 0) would terminate the process)
     pid = int(m.group(2))
     if pid == os.getpid():
         return False

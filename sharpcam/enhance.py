@@ -43,7 +43,10 @@ def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         SourceError: missing, unreadable, or not an image OpenCV decodes.
     """
     if path.is_dir():
-        raise SourceError(f"input {path} is a folder; give one image file (IN is not a folder)")
+        raise SourceError(
+            f"input {path} is a folder; enhance takes one image file: "
+            "sharpcam enhance IN.png OUT.png"
+        )
     if not path.is_file():
         raise SourceError(f"input image {path} does not exist; check the path")
     try:
@@ -56,11 +59,11 @@ def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise SourceError(
             f"cannot decode {path}: not an image OpenCV reads (PNG, JPEG, WebP, TIFF, BMP...)"
         )
+    _check_pixels(path, (image.shape[1], image.shape[0]))
     if image.dtype != np.uint8:
         log.warning("%s is %s: sharpened at 8 bits per channel", path.name, image.dtype)
         top = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
         image = cv2.convertScaleAbs(image, alpha=255.0 / top)
-    _check_pixels(path, (image.shape[1], image.shape[0]))
     alpha = None
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)

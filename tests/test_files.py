@@ -27,7 +27,7 @@ from sharpcam import atomic, cli
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME, default_model_path
 from sharpcam.engine import Engine
 from sharpcam.errors import ModelError
-from sharpcam.tiles import MAX_PIXELS, spans
+from sharpcam.tiles import MAX_PIXELS, image_size, spans
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,11 @@ class TestEnhanceOutputIsInput:
     ) -> None:
         code, err = run(["enhance", tmp_path, tmp_path / "o.png", "--model", model], capsys)
         assert code == 1
-        assert re.fullmatch(r"input .* is a folder; give one image file .*", error_line(err))
+        assert re.fullmatch(
+            r"input .* is a folder; enhance takes one image file: "
+            r"sharpcam enhance IN\.png OUT\.png",
+            error_line(err),
+        )
 
 
 class TestTemporaryNames:
@@ -375,6 +379,13 @@ class TestTiles:
             assert ("1 tile)" in err) == (tile == 0) and ("20 tiles)" in err) == (tile == 256)
         whole, tiled = (cv2.imread(str(outs[t])).astype(np.int16) for t in (0, 256))
         assert np.abs(whole - tiled).max() <= 1  # within 1/255
+
+    @pytest.mark.parametrize("suffix", [".png", ".jpg"])
+    def test_size_read_from_the_header(self, tmp_path: Path, suffix: str) -> None:
+        path = tmp_path / f"i{suffix}"
+        assert cv2.imwrite(str(path), np.zeros((37, 91, 3), np.uint8))
+        assert image_size(path.read_bytes()[:4096]) == (91, 37)
+        assert image_size(b"GIF89a" + bytes(20)) is None
 
     def test_tile_option_checked(
         self, tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
