@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from fractions import Fraction
 from pathlib import Path
@@ -200,6 +201,36 @@ class TestStaleTemporaries:
         lines = [line for line in err.splitlines() if "temporary file" in line]
         assert len(lines) == 1 and "removed 2 temporary files left in" in lines[0]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
+
+    def test_a_killed_file_run_is_cleaned_up_by_the_next(
+        self, tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The real thing: ``sharpcam --input --output`` killed with SIGKILL mid-run."""
+        clip = tmp_path / "c.mp4"
+        faststart_clip(clip, 250)
+        out = tmp_path / "out" / "sharp.mp4"
+        out.parent.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        argv = [sys.executable, "-m", "sharpcam", "--input", clip, "--output", out]
+        proc = subprocess.Popen(
+            [str(a) for a in [*argv, "--model", model, "--no-progress", "--threads", 1]],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not list(out.parent.glob(".sharpcam-*.partial.mp4")):
+                assert proc.poll() is None and time.monotonic() < deadline, "no temporary seen"
+                time.sleep(0.005)
+        finally:
+            proc.kill()
+            proc.wait()
+        left = list(out.parent.iterdir())
+        assert [p.name for p in left if p.name == "sharp.mp4"] == []  # never a partial output
+        assert len(left) == 1 and left[0].name.startswith(".sharpcam-")
+        code, err = run(["--input", clip, "--output", out, "--model", model], capsys)
+        assert code == 0 and "removed 1 temporary file left in" in err
+        assert [p.name for p in out.parent.iterdir()] == ["sharp.mp4"]
 
     def test_training_checkpoint_temporary_is_swept(self, tmp_path: Path) -> None:
         (stale,) = _killed_while_writing(tmp_path, "last.pt")
