@@ -1,13 +1,17 @@
-"""``sharpcam bench``: how fast the model runs, per provider and frame size.
+"""``sharpcam bench``: how fast each tier runs, per backend and frame size.
 
-For every provider that opens here and every size (360p, 720p, 1080p by default) it times
-``Engine.process`` on a synthetic frame and prints a Markdown table: model ms per frame
-(median and p95), frames per second of the whole call, and the host-side overhead
-(conversion to and from the model's layout, padding, copies) with its share.
+For every model tier in ``models/`` (both modes; or the one ``--model``), every backend
+that runs here (ONNX Runtime with each provider that opens, OpenVINO when installed) and
+every size (360p, 720p, 1080p; ×2 models at 360p → 720p), it times the whole
+``Engine.process`` call — uint8 in, uint8 out, conversion included — and prints a
+Markdown table: median and p95 ms, frames per second, multiply-adds per output pixel (the
+model's ``sharpcam.macs_per_pixel``) and the share of the CPU's fp32 arithmetic peak
+reached, the peak being an estimate from ``/proc/cpuinfo`` (:mod:`sharpcam.machine`).
+The variants of one size are timed interleaved, in blocks of a few calls each, so a busy
+machine slows them alike: compare them as ratios.
 
-``--io-compare`` times both places the colour and dtype conversion can happen: on the host
-with OpenCV, and inside the ONNX graph (a uint8 NHWC wrapper around the model), so the
-engine's choice (``io="auto"``) can be re-checked on any machine.
+``--io-compare`` times both places the colour and dtype conversion can happen with ONNX
+Runtime: on the host with OpenCV, and inside the ONNX graph (a uint8 NHWC wrapper).
 
 ``--clip FILE`` adds the end-to-end rate of ``sharpcam --input FILE --output tmp.mp4``
 (decode, model, encode) and the share of time outside the model.
@@ -27,15 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
+from sharpcam.backends import BACKENDS
+from sharpcam.backends import openvino as ov_backend
 from sharpcam.cli import (
     add_log_options,
-    add_model_options,
     make_parser,
     reports_errors,
     setup_logging,
 )
+from sharpcam.contract import default_model_path
 from sharpcam.engine import PROVIDERS, Engine, cpu_count
 from sharpcam.errors import ProviderError, UsageError
+from sharpcam.machine import Peak, estimate_peak
+from sharpcam.models import MODE_SCALES, ModelInfo, count_macs_per_pixel, find_models, read_info
+from sharpcam.probe import synthetic_frame
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +58,29 @@ SIZES: dict[str, tuple[int, int]] = {
 
 @dataclass(frozen=True)
 class Row:
-    """One provider at one size (times in ms)."""
+    """One variant (tier × backend) at one size; times of the whole call in ms."""
 
-    provider: str
+    tier: str
+    mode: str
+    backend: str
     size: str
-    model_median: float
-    model_p95: float
-    total_median: float
-    host_median: float
+    median: float
+    p95: float
+    macs_per_pixel: float | None
+    out_pixels: int
+    macs_counted: bool = False
+    """``macs_per_pixel`` was counted from the graph, not read from the metadata."""
 
     @property
     def fps(self) -> float:
-        return 1e3 / self.total_median if self.total_median > 0 else float("inf")
+        return 1e3 / self.median if self.median > 0 else float("inf")
 
     @property
-    def host_share(self) -> float:
-        return self.host_median / self.total_median if self.total_median > 0 else 0.0
+    def gmacs(self) -> float | None:
+        """Billions of multiply-adds per second achieved (``None`` without metadata)."""
+        if self.macs_per_pixel is None or self.median <= 0:
+            return None
+        return self.macs_per_pixel * self.out_pixels / (self.median * 1e-3) / 1e9
 
 
 def parse_size(text: str) -> tuple[str, tuple[int, int]]:
@@ -82,56 +98,81 @@ def parse_size(text: str) -> tuple[str, tuple[int, int]]:
     raise UsageError(f"unknown size {text!r}; use {', '.join(SIZES)} or WIDTHxHEIGHT")
 
 
-def synthetic_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """An ``HxWx3 uint8`` RGB test picture: smooth gradients, edges and a little noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    r = 128 + 100 * np.sin(x / max(width, 1) * 6.0)
-    g = 128 + 100 * np.cos(y / max(height, 1) * 5.0)
-    b = np.where((x // 32 + y // 32) % 2 == 0, 200.0, 60.0)
-    image = np.stack([r, g, b], axis=-1) + rng.normal(0, 6, (height, width, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
+def _size_label(label: str, w: int, h: int, scale: int) -> str:
+    named = f"{label} ({w}x{h})" if label in SIZES else label
+    return named if scale == 1 else f"{named} → {w * scale}x{h * scale}"
 
 
-def bench_engine(
-    engine: Engine, sizes: Sequence[tuple[str, tuple[int, int]]], repeat: int, warmup: int
+def bench_variants(
+    engines: Sequence[Engine],
+    sizes: Sequence[tuple[str, tuple[int, int]]],
+    repeat: int,
+    warmup: int,
+    *,
+    block: int = 3,
 ) -> list[Row]:
-    """Time ``engine.process`` at each size; one :class:`Row` per size."""
+    """Time ``Engine.process`` of every engine at each size, interleaved: per size, each
+    engine runs ``warmup`` untimed calls, then the engines take turns running blocks of
+    ``block`` timed calls (after one untimed call, so a thread pool still winding down from
+    the previous engine does not tax the next) until each has ``repeat``."""
     rows = []
     for label, (w, h) in sizes:
         frame = synthetic_frame(w, h)
-        totals, model, host = [], [], []
-        for i in range(warmup + repeat):
-            t0 = time.perf_counter()
-            engine.process(frame)
-            if i >= warmup:
-                totals.append((time.perf_counter() - t0) * 1e3)
-                model.append(engine.last_ms)
-                host.append(engine.last_host_ms)
-        rows.append(
-            Row(
-                engine.provider,
-                f"{label} ({w}x{h})" if label in SIZES else label,
-                float(np.median(model)),
-                float(np.percentile(model, 95)),
-                float(np.median(totals)),
-                float(np.median(host)),
+        times: dict[int, list[float]] = {i: [] for i in range(len(engines))}
+        macs = [_macs(e) for e in engines]
+        for e in engines:
+            for _ in range(warmup):
+                e.process(frame)
+        while any(len(t) < repeat for t in times.values()):
+            for i, e in enumerate(engines):
+                if len(times[i]) >= repeat:
+                    continue
+                e.process(frame)
+                for _ in range(min(block, repeat - len(times[i]))):
+                    t0 = time.perf_counter()
+                    e.process(frame)
+                    times[i].append((time.perf_counter() - t0) * 1e3)
+        for i, e in enumerate(engines):
+            rows.append(
+                Row(
+                    e.info.tier,
+                    e.info.mode,
+                    e.describe(),
+                    _size_label(label, w, h, e.scale),
+                    float(np.median(times[i])),
+                    float(np.percentile(times[i], 95)),
+                    macs[i][0],
+                    w * h * e.scale**2,
+                    macs[i][1],
+                )
             )
-        )
     return rows
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    """The rows as a Markdown table."""
+def _macs(engine: Engine) -> tuple[float | None, bool]:
+    """Multiply-adds per output pixel: the metadata's, else counted from the graph."""
+    if engine.info.macs_per_pixel is not None:
+        return engine.info.macs_per_pixel, False
+    counted = count_macs_per_pixel(engine.model_path)
+    return counted, counted is not None
+
+
+def format_table(rows: Sequence[Row], peak: Peak | None) -> str:
+    """The rows as a Markdown table (``% of peak`` against the estimated fp32 peak)."""
     lines = [
-        "| provider | frame | model ms (median) | model ms (p95) | total ms | fps "
-        "| host ms (share) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| tier | mode | backend | frame | median ms | p95 ms | fps | MAC/px | GMAC/s "
+        "| % of peak |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        g = r.gmacs
+        macs = f"{r.macs_per_pixel:,.0f}" if r.macs_per_pixel is not None else "–"
+        macs += "*" if r.macs_counted else ""
+        gm = f"{g:.1f}" if g is not None else "–"
+        share = f"{g / peak.gmacs:.0%}" if g is not None and peak is not None else "–"
         lines.append(
-            f"| {r.provider} | {r.size} | {r.model_median:.1f} | {r.model_p95:.1f} | "
-            f"{r.total_median:.1f} | {r.fps:.1f} | {r.host_median:.1f} ({r.host_share:.0%}) |"
+            f"| {r.tier} | {r.mode} | {r.backend} | {r.size} | {r.median:.1f} | {r.p95:.1f} | "
+            f"{r.fps:.1f} | {macs} | {gm} | {share} |"
         )
     return "\n".join(lines)
 
@@ -205,18 +246,32 @@ def bench_clip(engine: Engine, clip: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         "sharpcam bench",
-        "Time the model per provider and frame size; prints a Markdown table.",
+        "Time each model tier per backend and frame size; prints a Markdown table.",
     )
-    add_model_options(parser, provider=False)
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", type=Path, default=None, metavar="PATH",
+        help="time only this ONNX model (default: every tier of both modes in models/)",
+    )  # fmt: skip
+    group.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)"
+    )
     group = parser.add_argument_group("benchmark")
     group.add_argument(
+        "--backends", default="available", metavar="LIST",
+        help="comma-separated (onnxruntime,openvino) or 'available'",
+    )  # fmt: skip
+    group.add_argument(
         "--providers", default="available", metavar="LIST",
-        help="comma-separated (tensorrt,cuda,cpu) or 'available'",
+        help="ONNX Runtime providers, comma-separated (tensorrt,cuda,cpu) or 'available'",
     )  # fmt: skip
     group.add_argument(
         "--sizes", default="360p,720p,1080p", metavar="LIST",
-        help="comma-separated: 360p, 720p, 1080p or WIDTHxHEIGHT",
+        help="×1 models: comma-separated 360p, 720p, 1080p or WIDTHxHEIGHT",
     )  # fmt: skip
+    group.add_argument(
+        "--x2-sizes", default="360p", metavar="LIST", help="×2 models: input sizes (360p → 720p)"
+    )
     group.add_argument("--repeat", type=int, default=30, metavar="N", help="timed runs per size")
     group.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first")
     group.add_argument(
@@ -229,39 +284,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _names(text: str, known: Sequence[str], what: str) -> list[str]:
+    if text == "available":
+        return list(known)
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if unknown := [p for p in names if p not in known]:
+        raise UsageError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)}")
+    return names
+
+
+def _models(model: Path | None) -> list[ModelInfo]:
+    if model is not None:
+        Engine(model, provider="cpu").close()  # the engine's checks and messages
+        return [read_info(model)]
+    found = [info for mode in MODE_SCALES for info in find_models(mode=mode).values()]
+    if not found:
+        Engine(None, provider="cpu").close()  # says how to make the default model
+    return found or [read_info(default_model_path())]
+
+
+def _open_variants(
+    models: Sequence[ModelInfo],
+    backends: Sequence[str],
+    providers: Sequence[str],
+    threads: int | None,
+) -> list[Engine]:
+    engines: list[Engine] = []
+    for info in models:
+        for backend in backends:
+            for provider in providers if backend == "onnxruntime" else ["cpu"]:
+                try:
+                    engines.append(
+                        Engine(info.path, backend=backend, provider=provider, threads=threads)
+                    )
+                except ProviderError as err:
+                    print(f"{info.path.name} on {backend} {provider}: skipped ({err.reason})")
+    return engines
+
+
 @reports_errors
 def main(argv: list[str] | None = None) -> int:
-    """Print the benchmark table; 0 if at least one provider ran."""
+    """Print the benchmark table; 0 if at least one variant ran."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
     if args.repeat < 1 or args.warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    if args.providers == "available":
-        names = list(PROVIDERS)
-    else:
-        names = [p.strip() for p in args.providers.split(",") if p.strip()]
-        if unknown := [p for p in names if p not in PROVIDERS]:
-            raise UsageError(f"unknown provider {unknown[0]!r}; choose from {', '.join(PROVIDERS)}")
-    rows: list[Row] = []
-    engines: list[Engine] = []
-    for name in names:
-        try:
-            engine = Engine(args.model, provider=name, threads=args.threads)
-        except ProviderError as err:
-            print(f"{name}: skipped ({err.reason})")
-            continue
-        engines.append(engine)
-        rows += bench_engine(engine, sizes, args.repeat, args.warmup)
-    if not engines:
-        raise ProviderError("no provider could run the model here")
-    print(
-        f"model {engines[0].model_path} · {cpu_count()} CPU threads · {args.repeat} runs per size"
+    x2_sizes = [parse_size(s) for s in args.x2_sizes.split(",") if s.strip()]
+    providers = _names(args.providers, list(PROVIDERS), "provider")
+    installed = [b for b in BACKENDS if b != "openvino" or ov_backend.available()]
+    backends = _names(
+        args.backends, installed if args.backends == "available" else BACKENDS, "backend"
     )
-    print(format_table(rows))
+    engines = _open_variants(_models(args.model), backends, providers, args.threads)
+    if not engines:
+        raise ProviderError("no backend could run the model here")
+    rows: list[Row] = []
+    for scale, scale_sizes in ((1, sizes), (2, x2_sizes)):
+        group = [e for e in engines if e.scale == scale]
+        if group:
+            rows += bench_variants(group, scale_sizes, args.repeat, args.warmup)
+    peak = estimate_peak()
+    models = ", ".join(dict.fromkeys(str(e.model_path) for e in engines))
+    print(f"models {models} · {cpu_count()} CPU threads · {args.repeat} runs per variant and size")
+    print("whole call per frame (uint8 in and out, conversion included); variants interleaved")
+    print(format_table(rows, peak))
+    if any(r.macs_counted for r in rows):
+        print("MAC/px*: counted from the graph (the model has no sharpcam.macs_per_pixel)")
+    print(f"% of peak: against the {peak.describe()}" if peak else "% of peak: clock unknown")
+    ort_engines = [e for e in engines if e.backend == "onnxruntime"]
     if args.io_compare:
         print("\nconversion on the host (OpenCV) vs in the graph (uint8 NHWC wrapper):")
-        for engine in engines:
+        for engine in ort_engines:
             for label, host, graph in compare_io(engine, sizes, args.repeat, args.warmup):
                 print(
                     f"{engine.provider} {label}: host {host:.1f} ms, graph {graph:.1f} ms "

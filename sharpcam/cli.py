@@ -11,6 +11,7 @@ exits non-zero (2 for bad options, 1 otherwise, 130 when a file run is interrupt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib
 import logging
@@ -24,7 +25,7 @@ from sharpcam.contract import default_model_path
 from sharpcam.errors import SharpcamError, SinkError, UsageError
 
 if TYPE_CHECKING:
-    from sharpcam.engine import Engine
+    from sharpcam.runtime import EngineSettings, TieredEngine
     from sharpcam.sinks import Sink
     from sharpcam.sources import SourceInfo
 
@@ -66,15 +67,34 @@ def make_parser(prog: str, description: str, **kwargs: object) -> argparse.Argum
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, provider: bool = True) -> None:
-    """``--model``, ``--provider`` (unless ``provider=False``) and ``--threads`` in a
-    "model" group."""
+def add_model_options(
+    parser: argparse.ArgumentParser, *, provider: bool = True, upscale: bool = False
+) -> None:
+    """``--model``, ``--tier``, ``--backend``, ``--provider`` (unless ``provider=False``),
+    ``--upscale`` (if ``upscale``) and ``--threads`` in a "model" group."""
+    from sharpcam.backends import BACKEND_CHOICES
     from sharpcam.engine import PROVIDER_CHOICES
+    from sharpcam.models import TIER_CHOICES
 
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", type=Path, default=None, metavar="PATH",
-        help=f"ONNX model (default: $SHARPCAM_MODEL or {_short(default_model_path())})",
+        help="one ONNX model, overriding --tier (default: $SHARPCAM_MODEL, else the models in "
+        f"{_short(default_model_path().parent)} chosen by --tier)",
+    )  # fmt: skip
+    if upscale:
+        group.add_argument(
+            "--upscale", type=int, choices=(1, 2), default=1,
+            help="2: a ×2 super-resolution model (360p in, 720p out)",
+        )  # fmt: skip
+    group.add_argument(
+        "--tier", choices=TIER_CHOICES, default="auto",
+        help="model tier; auto times each on this machine (cached) and takes the best that "
+        "holds the frame rate with 25%% headroom",
+    )  # fmt: skip
+    group.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default="auto",
+        help="auto: OpenVINO on a CPU when installed and measured faster, else ONNX Runtime",
     )  # fmt: skip
     if provider:
         group.add_argument(
@@ -120,14 +140,35 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def open_engine(args: argparse.Namespace) -> Engine:
-    """The :class:`~sharpcam.engine.Engine` the options ask for (raises ``ModelError``,
-    ``ProviderError``)."""
-    from sharpcam.engine import Engine
+def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    """The :class:`~sharpcam.runtime.EngineSettings` the model options ask for."""
+    from sharpcam.runtime import EngineSettings
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    return Engine(args.model, provider=args.provider, threads=args.threads)
+    return EngineSettings(
+        model=args.model,
+        tier=getattr(args, "tier", "auto"),
+        backend=getattr(args, "backend", "auto"),
+        provider=getattr(args, "provider", "auto"),
+        threads=args.threads,
+        upscale=getattr(args, "upscale", 1),
+    )
+
+
+def open_engine(
+    args: argparse.Namespace,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    live: bool = False,
+) -> TieredEngine:
+    """The engine the options ask for, its tier chosen for ``width x height`` at ``fps``
+    (:func:`sharpcam.runtime.open_engine`; raises ``ModelError``, ``ProviderError``)."""
+    from sharpcam.runtime import open_engine as open_runtime
+
+    return open_runtime(engine_settings(args), width=width, height=height, fps=fps, live=live)
 
 
 def reports_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
@@ -178,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input", type=Path, default=None, metavar="FILE", help="a video file")
     src.add_argument("--width", type=int, default=None, metavar="PX", help="camera mode: width")
     src.add_argument("--height", type=int, default=None, metavar="PX", help="... height")
-    src.add_argument("--fps", type=float, default=None, metavar="N", help="... frame rate")
+    src.add_argument(
+        "--fps", type=float, default=None, metavar="N",
+        help="... frame rate; also the rate --tier auto must hold (default: the source's)",
+    )  # fmt: skip
     src.add_argument(
         "--list-devices", action="store_true", help="list the camera indices that open, then exit"
     )
@@ -206,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--vcam-device", default=None, metavar="DEV", help="virtual camera device, e.g. /dev/video2"
     )
-    add_model_options(parser)
+    add_model_options(parser, upscale=True)
     run = parser.add_argument_group("run")
     run.add_argument(
         "--stats", action="store_true", help="status line every second (default: every 5 s)"
@@ -240,7 +284,9 @@ def run_command(argv: list[str] | None = None) -> int:
         )
         return 0
     _check_options(args)
-    engine = open_engine(args)
+    from sharpcam.runtime import resolve_models
+
+    resolve_models(engine_settings(args))  # a wrong model fails before the camera opens
     device = sources.parse_device(args.device) if args.device is not None else None
     if device is None and args.input is None:
         device = 0
@@ -248,6 +294,9 @@ def run_command(argv: list[str] | None = None) -> int:
         device=device, input=args.input, width=args.width, height=args.height, fps=args.fps
     ) as source:
         info = source.info
+        engine = open_engine(
+            args, width=info.width, height=info.height, fps=float(info.fps), live=info.live
+        )
         log.info(
             "%s: %dx%d @ %.3g fps -> model %s on %s",
             info.name,
@@ -257,7 +306,7 @@ def run_command(argv: list[str] | None = None) -> int:
             _short(engine.model_path),
             engine.provider,
         )
-        sinks = _open_sinks(args, info)
+        sinks = _open_sinks(args, _scaled(info, engine.scale))
         settings = pipeline.RunSettings(
             status_every=1.0 if args.stats else 5.0,
             progress=not args.no_progress and not args.quiet,
@@ -331,6 +380,13 @@ def _same_file(a: Path, b: Path) -> bool:
     from sharpcam.sinks import same_file
 
     return same_file(a, b)
+
+
+def _scaled(info: SourceInfo, scale: int) -> SourceInfo:
+    """What the sinks get: the source's description at the model's output size."""
+    if scale == 1:
+        return info
+    return dataclasses.replace(info, width=info.width * scale, height=info.height * scale)
 
 
 def _open_sinks(args: argparse.Namespace, info: SourceInfo) -> list[Sink]:

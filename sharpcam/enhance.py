@@ -107,7 +107,8 @@ def write_image(path: Path, bgr: np.ndarray, alpha: np.ndarray | None = None) ->
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         "sharpcam enhance",
-        "Sharpen one image; the output format follows OUT's suffix.",
+        "Sharpen one image (or upscale it ×2 with --upscale 2); the output format follows OUT's "
+        "suffix.",
     )
     parser.add_argument("input", type=Path, metavar="IN", help="image to sharpen")
     parser.add_argument("output", type=Path, metavar="OUT", help="where to write the result")
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"1024); 0 = the whole image at once; images over {MAX_PIXELS // 1_000_000} "
         "megapixels are refused",
     )  # fmt: skip
-    add_model_options(parser)
+    add_model_options(parser, upscale=True)
     add_log_options(parser)
     return parser
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "use .png, .jpg, .webp, .tif or .bmp"
         )
     bgr, alpha = read_image(args.input)
-    engine = open_engine(args)
+    engine = open_engine(args)  # one image, no deadline: the best tier, nothing timed
     tile = args.tile // 8 * 8 or max(bgr.shape[:2])
     model_ms = []
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         model_ms.append(engine.last_ms)
         return result
 
-    sharp = process_tiled(sharpen, bgr, tile)
+    sharp = process_tiled(sharpen, bgr, tile, scale=engine.scale)
     write_image(args.output, sharp, alpha)
     log.info(
         "wrote %s (%dx%d; model %.0f ms on %s, %d tile%s)",
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         sharp.shape[1],
         sharp.shape[0],
         sum(model_ms),
-        engine.provider,
+        engine.describe(),
         len(model_ms),
         "" if len(model_ms) == 1 else "s",
     )

@@ -101,19 +101,26 @@ class PlanarBuffers:
     Args:
         height, width: frame size (any, ≥ 1).
         multiple: the model's size multiple (8 in the contract).
+        scale: the model's output size over its input size (1, or 2 for ×2 models).
 
     Attributes:
         input: ``[1,3,H',W'] float32``, filled by :meth:`load`.
-        output: ``[1,3,H',W'] float32``, where the model's result is written.
+        output: ``[1,3,sH',sW'] float32``, where the model's result is written.
     """
 
-    def __init__(self, height: int, width: int, multiple: int = MULTIPLE) -> None:
+    def __init__(self, height: int, width: int, multiple: int = MULTIPLE, scale: int = 1) -> None:
         self.height, self.width = height, width
+        self.scale = scale
         self.padded = padded_size(height, width, multiple)
-        shape = (1, 3, *self.padded)
-        self.input = np.zeros(shape, np.float32)
-        self.output = np.zeros(shape, np.float32)
+        ph, pw = self.padded
+        self.input = np.zeros((1, 3, ph, pw), np.float32)
+        self.output = np.zeros((1, 3, ph * scale, pw * scale), np.float32)
         self._planes = [np.empty((height, width), np.uint8) for _ in range(3)]
+        self._out_planes = (
+            self._planes
+            if scale == 1
+            else [np.empty((height * scale, width * scale), np.uint8) for _ in range(3)]
+        )
 
     def load(self, frame: np.ndarray, *, bgr: bool = False) -> np.ndarray:
         """Write ``frame`` (``HxWx3 uint8``, RGB or BGR) into :attr:`input` as RGB in
@@ -133,24 +140,26 @@ class PlanarBuffers:
         return self.input
 
     def unload(self, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
-        """:attr:`output` cropped back to the frame size, as ``HxWx3 uint8`` (rounded,
+        """:attr:`output` cropped back to ``scale`` times the frame size, as ``uint8`` (rounded,
         saturated to [0,255]; values below 0 become 0), RGB unless ``bgr``.
 
         ``out``, if given, must be a C-contiguous ``HxWx3 uint8`` array; it is filled and
         returned. Otherwise a new array is returned (the caller may keep it).
         """
-        res = self.output[0, :, : self.height, : self.width]
+        s = self.scale
+        res = self.output[0, :, : self.height * s, : self.width * s]
+        out_w = self.padded[1] * s
         # Zero negatives in place first: convertScaleAbs takes |x| (cheap SIMD, then saturates).
         cv2.threshold(
-            self.output[0].reshape(-1, self.padded[1]),
+            self.output[0].reshape(-1, out_w),
             0.0,
             0.0,
             cv2.THRESH_TOZERO,
-            dst=self.output[0].reshape(-1, self.padded[1]),
+            dst=self.output[0].reshape(-1, out_w),
         )
         for c in range(3):
-            cv2.convertScaleAbs(res[c], self._planes[c], alpha=255.0)
-        planes = self._planes[::-1] if bgr else self._planes
+            cv2.convertScaleAbs(res[c], self._out_planes[c], alpha=255.0)
+        planes = self._out_planes[::-1] if bgr else self._out_planes
         if out is None:
             return cv2.merge(planes)
         return cv2.merge(planes, out)

@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 class Processor(Protocol):
     """What the pipeline needs of an engine (:class:`sharpcam.engine.Engine` is one):
-    ``process`` maps an ``HxWx3 uint8 RGB`` image to one of the same shape. ``last_ms``
-    (model time) and ``last_host_ms`` (host-side time), if present, feed the stats."""
+    ``process`` maps an ``HxWx3 uint8 RGB`` image to one of the same shape (or ``scale``
+    times it, for a ×2 model). ``last_ms`` (model time) and ``last_host_ms`` (host-side
+    time), if present, feed the stats; ``status_note``, if present and not empty (a tier
+    step-down), ends the live status line."""
 
     def process(self, frame: np.ndarray) -> np.ndarray: ...
 
@@ -237,7 +239,10 @@ def run_live(
                 break
             now = time.monotonic()
             if settings.status_every and now - last_status >= settings.status_every:
-                report(_status_line(stats, now - last_status, window_in, window_out))
+                line = _status_line(stats, now - last_status, window_in, window_out)
+                if note := getattr(engine, "status_note", ""):
+                    line += f" | {note}"
+                report(line)
                 last_status, window_in, window_out = now, stats.frames_in, stats.frames_out
         if stop.is_set() and not stats.stop_reason:
             stats.stop_reason = "stopped"

@@ -58,19 +58,25 @@ def process_tiled(
     image: np.ndarray,
     tile: int = TILE,
     overlap: int = OVERLAP,
+    *,
+    scale: int = 1,
 ) -> np.ndarray:
-    """``process`` (``HxWxC uint8`` → same shape) applied to ``image`` tile by tile.
+    """``process`` (``HxWxC uint8`` → ``(sH)x(sW)xC``, ``s`` = ``scale``) applied to
+    ``image`` tile by tile.
 
     Memory beyond ``image`` and the result: one tile's run of the model.
     """
     height, width = image.shape[:2]
     if height <= tile and width <= tile:
         return process(image)
-    out = np.empty_like(image)
+    s = scale
+    out = np.empty((height * s, width * s, *image.shape[2:]), image.dtype)
     for y0, y1, ky0, ky1 in spans(height, tile, overlap):
         for x0, x1, kx0, kx1 in spans(width, tile, overlap):
             part = process(np.ascontiguousarray(image[y0:y1, x0:x1]))
-            out[ky0:ky1, kx0:kx1] = part[ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+            out[ky0 * s : ky1 * s, kx0 * s : kx1 * s] = part[
+                (ky0 - y0) * s : (ky1 - y0) * s, (kx0 - x0) * s : (kx1 - x0) * s
+            ]
     return out
 
 

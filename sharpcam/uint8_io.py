@@ -3,7 +3,8 @@
 The contract's model takes ``[N,3,H,W] float32`` RGB in ``[0,1]``. :func:`uint8_wrapper`
 puts ``Cast -> scale -> Transpose`` in front of it and ``Transpose -> scale -> round ->
 Clip -> Cast`` behind it, so the wrapped graph takes and gives ``[N,H,W,3] uint8`` RGB:
-the frame the host already has. On a GPU this moves a quarter of the bytes across the bus
+the frame the host already has. The transposes do not care about the model's scale, so
+the same wrapper serves ×1 and ×2 models. On a GPU this moves a quarter of the bytes across the bus
 and does the conversion on the device; measured on an H100 with CUDA (``sharpcam bench
 --io-compare``) it cut the host's part of a 720p frame from 7.8 to 3.6 ms and of a 1080p
 frame from 17.1 to 7.7 ms. On a CPU, OpenCV's SIMD conversion on the host is faster
@@ -69,28 +70,22 @@ def uint8_wrapper(model_path: Path) -> bytes:
     return model.SerializeToString()
 
 
-class Uint8Plan:
-    """Reused uint8 buffers and I/O binding of a wrapped session for one frame size.
+class Uint8Buffers:
+    """Reused ``[1,H',W',3] uint8`` input and ``[1,sH',sW',3]`` output for one frame size
+    (``s`` the model's scale); backends bind them to their sessions.
 
     The frame is reflect-padded (``dcb|abcd``) into the input buffer by OpenCV; the
-    result is cropped back with one copy.
+    result is cropped back (``s`` times the frame size) with one copy.
     """
 
-    def __init__(self, session: Any, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, scale: int = 1) -> None:
         self.size = (height, width)
+        self.scale = scale
         ph, pw = padded_size(height, width)
         self.input = np.empty((1, ph, pw, 3), np.uint8)
-        self.output = np.empty((1, ph, pw, 3), np.uint8)
-        self.session = session
-        self.binding = session.io_binding()
-        self.binding.bind_cpu_input(U8_INPUT, self.input)
-        self.binding.bind_output(
-            U8_OUTPUT, "cpu", 0, np.uint8, list(self.output.shape), self.output.ctypes.data
-        )
+        self.output = np.empty((1, ph * scale, pw * scale, 3), np.uint8)
         self.check = np.zeros((1, 1, 1, 1), np.float32)
-        self.binding.bind_output(
-            U8_CHECK, "cpu", 0, np.float32, [1, 1, 1, 1], self.check.ctypes.data
-        )
+        """Where the wrapper's :data:`U8_CHECK` (sum of the float output) is written."""
 
     def finite(self) -> bool:
         """Whether the last run's float output was free of NaN and Inf."""
@@ -104,9 +99,9 @@ class Uint8Plan:
         cv2.copyMakeBorder(rgb, 0, ph - h, 0, pw - w, cv2.BORDER_REFLECT_101, dst=self.input[0])
 
     def unload(self, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
-        """The output cropped to the frame size (into ``out`` if given)."""
+        """The output cropped to ``scale`` times the frame size (into ``out`` if given)."""
         h, w = self.size
-        crop = self.output[0, :h, :w]
+        crop = self.output[0, : h * self.scale, : w * self.scale]
         if bgr:
             return cv2.cvtColor(crop, cv2.COLOR_RGB2BGR, dst=out)
         if out is None:
@@ -114,8 +109,28 @@ class Uint8Plan:
         np.copyto(out, crop)
         return out
 
+
+class Uint8Plan(Uint8Buffers):
+    """:class:`Uint8Buffers` bound to a wrapped ONNX Runtime session with I/O binding."""
+
+    def __init__(self, session: Any, height: int, width: int, scale: int = 1) -> None:
+        super().__init__(height, width, scale)
+        self.session = session
+        self.binding = session.io_binding()
+        self.binding.bind_cpu_input(U8_INPUT, self.input)
+        self.binding.bind_output(
+            U8_OUTPUT, "cpu", 0, np.uint8, list(self.output.shape), self.output.ctypes.data
+        )
+        self.binding.bind_output(
+            U8_CHECK, "cpu", 0, np.float32, [1, 1, 1, 1], self.check.ctypes.data
+        )
+
+    def execute(self) -> None:
+        """Run the model on the loaded input."""
+        self.session.run_with_iobinding(self.binding)
+
     def run(self, frame: np.ndarray) -> np.ndarray:
         """Load, run, unload: the sharpened ``frame``."""
         self.load(frame)
-        self.session.run_with_iobinding(self.binding)
+        self.execute()
         return self.unload()

@@ -56,3 +56,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _probe_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A fresh probe cache per test session, and short probes (``--tier/--backend auto``
+    times each variant at start-up; here only which wins matters, never how fast)."""
+    saved = {k: os.environ.get(k) for k in ("SHARPCAM_CACHE", "SHARPCAM_PROBE_SECONDS")}
+    os.environ["SHARPCAM_CACHE"] = str(tmp_path_factory.mktemp("sharpcam-cache"))
+    os.environ["SHARPCAM_PROBE_SECONDS"] = "0.05"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -145,3 +145,50 @@ def halving_model(path: Path) -> Path:
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
     )
     return _save(model, path)
+
+
+def set_metadata(path: Path, **meta: str) -> Path:
+    """Set ``sharpcam.KEY = value`` metadata on the model at ``path`` (in place)."""
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({f"sharpcam.{key}": str(value) for key, value in meta.items()})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    return _save(model, path)
+
+
+def nearest_x2_model(path: Path, *, metadata: bool = True) -> Path:
+    """A real ×2 model built with ``onnx.helper``: a fixed 1x1 convolution copies each
+    channel 4 times, ``DepthToSpace`` (pixel shuffle) lays the copies out as 2x2 blocks,
+    then ``Clip``: nearest-neighbour upscaling, ``[N,3,H,W] -> [N,3,2H,2W]``. With
+    ``metadata`` it says ``sharpcam.scale = 2``, ``sharpcam.mode = x2``."""
+    x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 3, "H2", "W2"])
+    kernel = np.zeros((12, 3, 1, 1), np.float32)
+    for c in range(3):
+        kernel[c * 4 : c * 4 + 4, c] = 1.0  # DepthToSpace CRD: channel c*4+k -> block k
+    inits = [
+        numpy_helper.from_array(kernel, "kernel"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "hi"),
+    ]
+    nodes = [
+        helper.make_node("Conv", [INPUT_NAME, "kernel"], ["copies"]),
+        helper.make_node("DepthToSpace", ["copies"], ["big"], blocksize=2, mode="CRD"),
+        helper.make_node("Clip", ["big", "lo", "hi"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(nodes, "nearest_x2", [x], [y], inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+    )
+    if metadata:
+        for key, value in (("scale", "2"), ("mode", "x2"), ("tier", "quality")):
+            model.metadata_props.add(key=f"sharpcam.{key}", value=value)
+        model.metadata_props.add(key="sharpcam.macs_per_pixel", value="3")
+    return _save(model, path)
+
+
+def nearest_x2(image: np.ndarray) -> np.ndarray:
+    """What :func:`nearest_x2_model` computes on an ``HxWxC`` uint8 image."""
+    return np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)

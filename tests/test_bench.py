@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from helpers_media import make_clip
-from helpers_models import unsharp_model
+from helpers_models import nearest_x2_model, unsharp_model
 
 from sharpcam import bench, cli
+from sharpcam.backends import openvino as ov_backend
 from sharpcam.engine import Engine
 from sharpcam.errors import UsageError
 
@@ -19,43 +20,51 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_quick_table(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [
-        "bench",
-        "--model",
-        str(model),
-        "--sizes",
-        "64x48,360p",
-        "--repeat",
-        "2",
-        "--warmup",
-        "0",
-    ]
-    assert cli.main(argv) == 0
+    argv = ["bench", "--model", model, "--sizes", "64x48,360p", "--repeat", "2", "--warmup", "0"]
+    assert cli.main([str(a) for a in argv]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    header = lines.index(next(line for line in lines if line.startswith("| provider |")))
+    header = lines.index(next(line for line in lines if line.startswith("| tier |")))
     rows = [line for line in lines[header + 2 :] if line.startswith("| ")]
-    assert "| cpu | 64x48 |" in rows[0] and "| cpu | 360p (640x360) |" in rows[1]
+    backends = 2 if ov_backend.available() else 1
+    assert len(rows) == 2 * backends
+    assert "| quality | restore | onnxruntime cpu | 64x48 |" in rows[0]
+    assert any("| 360p (640x360) |" in row for row in rows)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 7 and cells[6].endswith("%)")
-        median, p95, total, fps = (float(c) for c in cells[2:6])
-        assert p95 >= median and total >= median - 0.05  # printed to 0.1 ms
-        if total >= 1.0:  # fps is printed from the unrounded total
-            assert fps == pytest.approx(1000 / total, rel=0.06)
+        assert len(cells) == 10
+        assert all(float(c) >= 0 for c in cells[4:7])
+        median, p95, fps = (float(c) for c in cells[4:7])
+        assert p95 >= median
+        if median >= 1.0:  # fps is printed from the unrounded median
+            assert fps == pytest.approx(1000 / median, rel=0.06)
+        if ov_backend.available():  # it counts multiply-adds in the graph
+            assert cells[7] == "27*" and float(cells[8]) > 0 and cells[9].endswith("%")
+    assert "whole call per frame" in out and "an estimate, not a measurement" in out
+    assert "MAC/px*: counted from the graph" in out or not ov_backend.available()
+
+
+def test_x2_model_and_macs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x2 = nearest_x2_model(tmp_path / "x2.onnx")  # says 3 multiply-adds per output pixel
+    argv = ["--model", x2, "--backends", "onnxruntime", "--providers", "cpu"]
+    argv += ["--x2-sizes", "40x30", "--repeat", "2", "--warmup", "0"]
+    assert bench.main([str(a) for a in argv]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| quality")]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[:4] == ["quality", "x2", "onnxruntime cpu", "40x30 → 80x60"]
+    assert cells[7] == "3" and float(cells[8]) > 0 and cells[9].endswith("%")
 
 
 def test_rows_are_consistent(model: Path) -> None:
-    """Figures that can be wrong: timings positive, p95 not below the median, the whole
-    call not shorter than the model in it, fps the inverse of the whole call."""
-    engine = Engine(model, provider="cpu")
-    rows = bench.bench_engine(engine, [("64x48", (64, 48)), ("360p", (640, 360))], 7, 1)
-    assert [r.size for r in rows] == ["64x48", "360p (640x360)"]
+    """Figures that can be wrong: timings positive, p95 not below the median, fps the
+    inverse of the whole call, both engines timed at every size."""
+    engines = [Engine(model, provider="cpu"), Engine(model, provider="cpu", io="host")]
+    rows = bench.bench_variants(engines, [("64x48", (64, 48)), ("360p", (640, 360))], 7, 1)
+    assert [r.size for r in rows] == ["64x48"] * 2 + ["360p (640x360)"] * 2
     for r in rows:
-        assert 0 < r.model_median <= r.model_p95
-        assert r.total_median >= r.model_median and r.host_median > 0
-        assert r.fps == pytest.approx(1000 / r.total_median)
-        assert 0 < r.host_share < 1
+        assert 0 < r.median <= r.p95
+        assert r.fps == pytest.approx(1000 / r.median)
+        assert r.out_pixels in (64 * 48, 640 * 360)
 
 
 def test_io_compare_and_clip(

@@ -1,0 +1,114 @@
+"""The OpenVINO backend against ONNX Runtime on real frames (≤ 1/255), its contract checks,
+and a quantized (QDQ) model. Skipped with a reason when openvino is not installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers_models import broken_model, torch_model
+
+from sharpcam.backends import openvino as ov_backend
+from sharpcam.contract import REPO_MODEL
+from sharpcam.engine import Engine
+from sharpcam.errors import ModelError, ProviderError
+
+pytestmark = pytest.mark.skipif(
+    not ov_backend.available(), reason="openvino is not installed (pip install openvino)"
+)
+
+
+def degraded_photos(photos_dir: Path, count: int = 3) -> list[np.ndarray]:
+    """Crops of real photos with the seed degradation (x1/2 linear, x2 cubic), odd-sized
+    so padding and cropping are exercised."""
+    frames = []
+    for path in sorted(photos_dir.glob("*.jpg"))[:count]:
+        image = cv2.imread(str(path))
+        assert image is not None, path
+        crop = np.ascontiguousarray(image[:203, :301])
+        small = cv2.resize(crop, (150, 101), interpolation=cv2.INTER_LINEAR)
+        frames.append(cv2.resize(small, (301, 203), interpolation=cv2.INTER_CUBIC))
+    if not frames:
+        pytest.skip(f"no .jpg photos in {photos_dir}")
+    return frames
+
+
+@pytest.mark.parametrize("precision", ["f32", "auto"])
+def test_parity_with_onnxruntime_on_real_frames(photos_dir: Path, precision: str) -> None:
+    if not REPO_MODEL.is_file():
+        pytest.skip(f"{REPO_MODEL} is absent")
+    ort = Engine(REPO_MODEL, provider="cpu")
+    ov = Engine(REPO_MODEL, backend="openvino", precision=precision)
+    assert ov.backend == "openvino" and ov.provider == "cpu"
+    changed = 0
+    for frame in degraded_photos(photos_dir):
+        a = ort.process(frame, bgr=True).astype(np.int16)
+        b = ov.process(frame, bgr=True).astype(np.int16)
+        changed += int(np.count_nonzero(a != frame))
+        assert np.abs(a - b).max() <= 1  # 1/255
+    assert changed > 0  # the model did something to compare
+
+
+def test_parity_on_a_torch_model(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    torch_model(path)
+    frame = np.random.default_rng(0).integers(0, 256, (45, 67, 3), dtype=np.uint8)
+    a = Engine(path, provider="cpu").process(frame).astype(np.int16)
+    b = Engine(path, backend="openvino", precision="f32").process(frame).astype(np.int16)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_bf16_follows_the_cpu() -> None:
+    import openvino as ov
+
+    engine = Engine(REPO_MODEL if REPO_MODEL.is_file() else None, backend="openvino")
+    want = "bf16" if ov_backend.cpu_has_bf16(ov.Core()) else "f32"
+    assert engine.precision == want and engine.describe() == f"openvino {want}"
+
+
+def test_contract_problem_is_one_line(tmp_path: Path) -> None:
+    path = broken_model(tmp_path / "x.onnx", input_name="x")
+    with pytest.raises(ModelError, match="does not follow the sharpcam contract: input 'x'"):
+        Engine(path, backend="openvino")
+
+
+def test_unreadable_model(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x01garbage")
+    with pytest.raises(ModelError, match=r"openvino cannot read model .*bad\.onnx"):
+        Engine(path, backend="openvino")
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(ProviderError, match="unknown backend 'tpu'"):
+        Engine(None, backend="tpu")
+
+
+def test_int8_qdq_model_runs_as_int8(tmp_path: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+
+    fp32 = tmp_path / "tiny.onnx"
+    torch_model(fp32)
+    rng = np.random.default_rng(0)
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(
+                [{"frames": rng.random((1, 3, 32, 40), dtype=np.float32)} for _ in range(4)]
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    int8 = tmp_path / "tiny.int8.onnx"
+    quantize_static(
+        str(fp32), str(int8), Frames(), op_types_to_quantize=["Conv"],
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    engine = Engine(int8, backend="openvino", precision="f32")
+    assert engine.precision == "f32 + int8" and engine.info.int8
+    frame = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    ref = Engine(fp32, provider="cpu").process(frame).astype(np.int16)
+    assert np.abs(engine.process(frame).astype(np.int16) - ref).mean() < 3
