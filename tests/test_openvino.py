@@ -112,3 +112,33 @@ def test_int8_qdq_model_runs_as_int8(tmp_path: Path) -> None:
     frame = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
     ref = Engine(fp32, provider="cpu").process(frame).astype(np.int16)
     assert np.abs(engine.process(frame).astype(np.int16) - ref).mean() < 3
+
+
+def test_nan_output_is_caught(tmp_path: Path) -> None:
+    """The wrapper's check output reaches OpenVINO's plan too: NaN is an error, not black."""
+    from helpers_models import IR_VERSION, OPSET
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
+
+    x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 3, "H", "W"])
+    nodes = [
+        helper.make_node("Sub", [INPUT_NAME, "c"], ["d"]),
+        helper.make_node("Sqrt", ["d"], [OUTPUT_NAME]),  # NaN on dark pixels
+    ]
+    c = numpy_helper.from_array(np.array(0.5, np.float32), "c")
+    graph = helper.make_graph(nodes, "nan", [x], [y], [c])
+    path = tmp_path / "nan.onnx"
+    save(
+        helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+        ),
+        str(path),
+    )
+    engine = Engine(path, backend="openvino")
+    frame = np.full((30, 41, 3), 200, np.uint8)
+    assert engine.process(frame).shape == frame.shape
+    frame[10, 20] = 3
+    with pytest.raises(ModelError, match=r"nan\.onnx output NaN or Inf on frame 2"):
+        engine.process(frame)
