@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sharpcam import __version__
-from sharpcam.contract import default_model_path
 from sharpcam.errors import SharpcamError, SinkError, UsageError
 
 if TYPE_CHECKING:
@@ -74,27 +73,25 @@ def add_model_options(
     ``--upscale`` (if ``upscale``) and ``--threads`` in a "model" group."""
     from sharpcam.backends import BACKEND_CHOICES
     from sharpcam.engine import PROVIDER_CHOICES
-    from sharpcam.models import TIER_CHOICES
+    from sharpcam.models import REPO_MODELS, TIER_CHOICES
 
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", type=Path, default=None, metavar="PATH",
-        help="one ONNX model, overriding --tier (default: $SHARPCAM_MODEL, else the models in "
-        f"{_short(default_model_path().parent)} chosen by --tier)",
+        help="one ONNX model (default: $SHARPCAM_MODEL, else by --tier from "
+        f"{_short(REPO_MODELS)}/)",
     )  # fmt: skip
     if upscale:
         group.add_argument(
-            "--upscale", type=int, choices=(1, 2), default=1,
-            help="2: a ×2 super-resolution model (360p in, 720p out)",
-        )  # fmt: skip
+            "--upscale", type=int, choices=(1, 2), default=1, help="2: ×2 super-resolution"
+        )
     group.add_argument(
-        "--tier", choices=TIER_CHOICES, default="auto",
-        help="model tier; auto times each on this machine (cached) and takes the best that "
-        "holds the frame rate with 25%% headroom",
+        "--tier", choices=TIER_CHOICES, default="auto", metavar="TIER",
+        help="quality, balanced, fast, or auto: the best that holds --fps here",
     )  # fmt: skip
     group.add_argument(
-        "--backend", choices=BACKEND_CHOICES, default="auto",
-        help="auto: OpenVINO on a CPU when installed and measured faster, else ONNX Runtime",
+        "--backend", choices=BACKEND_CHOICES, default="auto", metavar="NAME",
+        help="onnxruntime, openvino or auto",
     )  # fmt: skip
     if provider:
         group.add_argument(
@@ -219,10 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input", type=Path, default=None, metavar="FILE", help="a video file")
     src.add_argument("--width", type=int, default=None, metavar="PX", help="camera mode: width")
     src.add_argument("--height", type=int, default=None, metavar="PX", help="... height")
-    src.add_argument(
-        "--fps", type=float, default=None, metavar="N",
-        help="... frame rate; also the rate --tier auto must hold (default: the source's)",
-    )  # fmt: skip
+    src.add_argument("--fps", type=float, default=None, metavar="N", help="... frame rate")
     src.add_argument(
         "--list-devices", action="store_true", help="list the camera indices that open, then exit"
     )
