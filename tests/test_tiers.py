@@ -183,3 +183,36 @@ class TestProbeCache:
         assert cache.get(model, "b", 64, 48) is None
         cache.put(model, "b", 64, 48, 1.0)
         assert cache.get(model, "b", 64, 48) == 1.0
+
+
+def test_status_line_says_the_step_down(fake_camera: object) -> None:
+    """Through the real live pipeline (fake webcam): once the monitor fires, every status
+    line ends with the note."""
+    from sharpcam.pipeline import RunSettings, run_live
+    from sharpcam.sinks import Sink
+    from sharpcam.sources import CameraSource
+
+    class NullSink(Sink):
+        name = "null"
+
+        def send(self, frame: object, original: object = None) -> None:
+            pass
+
+        def close(self, *, complete: bool = True) -> None:
+            pass
+
+    now = [0.0]
+
+    def clock() -> float:  # 10 frames per simulated second
+        now[0] += 0.1
+        return now[0]
+
+    ladder = [FakeEngine("quality", 50.0), FakeEngine("fast", 8.0)]
+    engine = TieredEngine(ladder, fps=30, live=True, clock=clock)  # type: ignore[arg-type]
+    lines: list[str] = []
+    settings = RunSettings(status_every=0.001, max_frames=60)
+    with CameraSource(0) as camera:
+        run_live(camera, engine, [NullSink()], settings, report=lines.append)
+    assert engine.tier == "fast"
+    assert lines[-1].endswith(engine.status_note) and "stepped down from quality" in lines[-1]
+    assert not lines[0].endswith(engine.status_note)
