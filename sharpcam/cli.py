@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sharpcam")
 
+#: A source rate above this is a container's mistake, not a target for ``--tier auto``.
+MAX_TARGET_FPS = 240.0
+
 #: Subcommands: name -> (module with ``main(argv) -> int``, one-line description).
 COMMANDS: dict[str, tuple[str, str]] = {
     "enhance": ("sharpcam.enhance", "sharpen one image: sharpcam enhance IN.png OUT.png"),
@@ -289,7 +292,7 @@ def run_command(argv: list[str] | None = None) -> int:
     ) as source:
         info = source.info
         engine = open_engine(
-            args, width=info.width, height=info.height, fps=float(info.fps), live=info.live
+            args, width=info.width, height=info.height, fps=_target_fps(args, info), live=info.live
         )
         log.info(
             "%s: %dx%d @ %.3g fps -> model %s on %s",
@@ -374,6 +377,15 @@ def _same_file(a: Path, b: Path) -> bool:
     from sharpcam.sinks import same_file
 
     return same_file(a, b)
+
+
+def _target_fps(args: argparse.Namespace, info: SourceInfo) -> float | None:
+    """The rate ``--tier auto`` must hold: ``--fps``, else the source's when it is
+    believable (some files state thousands), else none (the best tier)."""
+    if args.fps is not None:
+        return float(args.fps)
+    fps = float(info.fps)
+    return fps if 0 < fps <= MAX_TARGET_FPS else None
 
 
 def _scaled(info: SourceInfo, scale: int) -> SourceInfo:
