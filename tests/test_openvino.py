@@ -86,12 +86,10 @@ def test_unknown_backend() -> None:
         Engine(None, backend="tpu")
 
 
-def test_int8_qdq_model_runs_as_int8(tmp_path: Path) -> None:
+def quantized(fp32: Path, rng: np.random.Generator) -> Path:
+    """``NAME.int8.onnx`` beside ``fp32``: its convolutions quantized (QDQ, U8S8) by ONNX
+    Runtime's tool, calibrated on a few random frames."""
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
-
-    fp32 = tmp_path / "tiny.onnx"
-    torch_model(fp32)
-    rng = np.random.default_rng(0)
 
     class Frames(CalibrationDataReader):
         def __init__(self) -> None:
@@ -102,16 +100,57 @@ def test_int8_qdq_model_runs_as_int8(tmp_path: Path) -> None:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
-    int8 = tmp_path / "tiny.int8.onnx"
+    int8 = fp32.with_name(fp32.stem + ".int8.onnx")
     quantize_static(
         str(fp32), str(int8), Frames(), op_types_to_quantize=["Conv"],
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )  # fmt: skip
+    return int8
+
+
+def test_int8_qdq_model_runs_as_int8(tmp_path: Path) -> None:
+    fp32 = tmp_path / "tiny.onnx"
+    torch_model(fp32)
+    rng = np.random.default_rng(0)
+    int8 = quantized(fp32, rng)
     engine = Engine(int8, backend="openvino", precision="f32")
     assert engine.precision == "f32 + int8" and engine.info.int8
     frame = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
     ref = Engine(fp32, provider="cpu").process(frame).astype(np.int16)
     assert np.abs(engine.process(frame).astype(np.int16) - ref).mean() < 3
+
+
+def test_auto_times_the_int8_twin(tmp_path: Path) -> None:
+    """``models/NAME.int8.onnx`` beside ``NAME.onnx``: the tier is still one model, and the
+    start-up probe times its int8 twin on OpenVINO beside the fp32 file on both backends."""
+    import json
+
+    from sharpcam.models import find_models
+    from sharpcam.runtime import EngineSettings, open_engine
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    fp32 = folder / "sharpcam.onnx"
+    torch_model(fp32)
+    quantized(fp32, np.random.default_rng(1))
+    assert [i.path.name for i in find_models(folder, mode="restore").values()] == ["sharpcam.onnx"]
+    settings = EngineSettings(models=folder, cache=tmp_path / "cache")
+    engine = open_engine(settings, width=40, height=32, fps=30)
+    assert engine.process(np.zeros((32, 40, 3), np.uint8)).shape == (32, 40, 3)
+    probed = json.loads((tmp_path / "cache" / "probes.json").read_text())
+    assert sum("sharpcam.int8.onnx" in key and "+ int8" in key for key in probed) == 1
+    assert sum("/sharpcam.onnx:" in key for key in probed) == 2  # onnxruntime, openvino
+
+
+def test_macs_counted_from_the_graph(tmp_path: Path) -> None:
+    from helpers_models import nearest_x2_model, unsharp_model
+
+    from sharpcam.models import count_macs_per_pixel
+
+    assert count_macs_per_pixel(unsharp_model(tmp_path / "u.onnx")) == 27  # 3 x 3x3 depthwise
+    assert count_macs_per_pixel(nearest_x2_model(tmp_path / "x2.onnx")) == 9  # 36 / 4 pixels
+    if REPO_MODEL.is_file():  # two students of 10.9k each (the model card's figure)
+        assert count_macs_per_pixel(REPO_MODEL) == pytest.approx(21_900, rel=0.01)
 
 
 def test_nan_output_is_caught(tmp_path: Path) -> None:
