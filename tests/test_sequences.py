@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from tests.helpers_media import make_clip
 from tests.synthetic import make_photo
 from training.sequences import (
     EVALUATION_CLIPS,
@@ -19,18 +19,6 @@ from training.sequences import (
 )
 
 SHARED_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
-
-
-def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "10"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
-    return path
 
 
 class TestPanZoom:
@@ -65,8 +53,8 @@ def test_clip_window_takes_consecutive_frames() -> None:
 
 
 def test_read_clip_decodes_and_crops_to_a_multiple_of_8(tmp_path: Path) -> None:
-    frames = [make_photo(70, 90, seed=i) for i in range(4)]
-    clip = read_clip(write_clip(tmp_path / "c.mp4", [f[:70, :90] for f in frames]))
+    frames = make_clip(tmp_path / "c.mp4", frames=4, width=90, height=70)
+    clip = read_clip(tmp_path / "c.mp4")
     assert len(clip) == 4 and clip[0].shape == (64, 88, 3)
     assert np.abs(clip[0].astype(int) - frames[0][:64, :88]).mean() < 8
     assert len(read_clip(tmp_path / "c.mp4", max_frames=2)) == 2
