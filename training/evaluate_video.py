@@ -81,9 +81,13 @@ class OnnxModel:
     (metadata, default 1) says whether the output is twice the input's size.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BenchError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -354,6 +358,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--peers", default=str(DEFAULT_PEERS), help="peer models folder")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per clip (all)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads of OpenCV, ncnn and ONNX Runtime"
+    )
     return parser.parse_args(argv)
 
 
@@ -366,13 +373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for raw in args.models:
             if not Path(raw).is_file():
                 raise BenchError(f"model {raw} does not exist: pass --models with ONNX files")
-            model = OnnxModel(Path(raw))
+            model = OnnxModel(Path(raw), args.threads)
             models.append(Method(f"sharpcam {Path(raw).name} (x{model.scale})", model.scale, model))
         pristines = {c.stem: read_clip(c, args.max_frames) for c in clips}
     except (BenchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    peers, skipped_peers = load_peers(Path(args.peers))
+    cv2.setNumThreads(args.threads)
+    peers, skipped_peers = load_peers(Path(args.peers), args.threads)
     tool = vmaf_tool()
     notes = [
         "Gains are over the degraded input (identity row, absolute figures); PSNR/SSIM on "

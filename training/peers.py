@@ -190,10 +190,17 @@ PEERS: dict[str, tuple[tuple[str, ...], Callable[..., Upscaler]]] = {
     "ESPCN x2": (("opencv-dnn-superres/ESPCN_x2.pb",), lambda pb: tf_superres(pb, 2)),
     "SPAN x2 (ncnn)": (("span/spanx2_ch48.param", "span/spanx2_ch48.bin"), span_ncnn),
 }
+#: Loaders that take a thread count.
+THREADED = {"SPAN x2 (ncnn)"}
 
 
-def load_peers(folder: Path | None = None) -> tuple[list[Peer], list[tuple[str, str]]]:
-    """The peers of :data:`PEERS` that load from ``folder``, and ``(name, reason)`` skips."""
+def load_peers(
+    folder: Path | None = None, threads: int = 2
+) -> tuple[list[Peer], list[tuple[str, str]]]:
+    """The peers of :data:`PEERS` that load from ``folder``, and ``(name, reason)`` skips.
+
+    ``threads``: ncnn's threads (OpenCV's are set with ``cv2.setNumThreads``).
+    """
     folder = DEFAULT_PEERS if folder is None else folder
     loaded: list[Peer] = []
     skipped: list[tuple[str, str]] = []
@@ -204,7 +211,8 @@ def load_peers(folder: Path | None = None) -> tuple[list[Peer], list[tuple[str, 
             skipped.append((name, f"{', '.join(missing)} not found"))
             continue
         try:
-            loaded.append(Peer(name, 2, loader(*paths)))
+            extra = {"threads": threads} if name in THREADED else {}
+            loaded.append(Peer(name, 2, loader(*paths, **extra)))
         except (ImportError, ValueError, cv2.error) as exc:
             skipped.append((name, f"cannot load: {str(exc).splitlines()[0]}"))
     return loaded, skipped
