@@ -13,14 +13,30 @@ import torch
 
 from training.config import Config, RunError
 from training.data import PatchSet, Split
-from training.degradations import DEGRADATIONS, Degradation, get_degradation
+from training.degradations import (
+    DEGRADATIONS,
+    Degradation,
+    MixError,
+    get_degradation,
+    parse_mix,
+)
 
 
 def resolve_degradation(spec: str) -> Degradation:
-    """The degradation named by ``--degradation`` (the one place that reads the string)."""
-    if spec not in DEGRADATIONS:
-        raise RunError(f"unknown --degradation {spec!r}: choose one of {', '.join(DEGRADATIONS)}")
-    return get_degradation(spec)
+    """The per-image degradation of ``--degradation`` (the one place that reads the string):
+    the name itself, or for a mix such as ``call:0.8,seed:0.2`` its largest per-image part
+    (``seed`` when the mix is all call). Photo evaluation, the teacher cache and the
+    export's parity check use it; the call part comes from :mod:`training.calldata`.
+    """
+    try:
+        mix = parse_mix(spec)
+    except MixError as exc:
+        raise RunError(str(exc)) from None
+    parts = sorted((p for p in mix.parts if not p.sequence), key=lambda p: -p.share)
+    name = parts[0].name if parts else "seed"
+    if name not in DEGRADATIONS:
+        raise RunError(f"unknown --degradation {name!r}: choose one of {', '.join(DEGRADATIONS)}")
+    return get_degradation(name)
 
 
 def half_patches(config: Config, split: Split, which: str, *, validation: bool = False) -> PatchSet:

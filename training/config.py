@@ -53,7 +53,17 @@ class Config:
     showcase: int = field(default=50, metadata={"help": "test images in the showcase set"})
     degradation: str = field(
         default="seed",
-        metadata={"help": "input degradation, a name in training.degradations"},
+        metadata={
+            "help": "input degradation, a name in training.degradations or a weighted mix "
+            "such as call:0.8,seed:0.2 (call: encoded sequences, cached once)"
+        },
+    )
+    mode: str = field(
+        default="restore",
+        metadata={"help": "restore (same size out) or x2 (the half-size decoded frame in)"},
+    )
+    call_sequences: int = field(
+        default=2, metadata={"help": "call degradation: encoded sequences per photo"}
     )
     teacher: str | None = field(
         default=None, metadata={"help": "Restormer checkpoint (default: download to cache)"}
@@ -170,6 +180,34 @@ def check_config(config: Config) -> None:
     perceptual = 0.0 if config.no_perceptual else config.w_perceptual
     if not (teacher or config.w_gt or perceptual):
         raise RunError("every loss term is off or has weight 0: nothing to train on")
+    check_degradation(config, teacher > 0)
+
+
+def check_degradation(config: Config, teacher: bool) -> None:
+    """Raise :class:`RunError` for a ``--degradation`` mix or ``--mode`` that cannot train."""
+    from training.degradations import DEGRADATIONS, MODES, MixError, parse_mix
+
+    if config.mode not in MODES:
+        raise RunError(f"unknown --mode {config.mode!r}: choose one of {', '.join(MODES)}")
+    try:
+        mix = parse_mix(config.degradation)
+    except MixError as exc:
+        raise RunError(str(exc)) from None
+    for part in mix.parts:
+        if not part.sequence and part.name not in DEGRADATIONS:
+            raise RunError(
+                f"--degradation {part.name!r} is an evaluation degradation of whole clips: "
+                f"train on call and/or {', '.join(DEGRADATIONS)}"
+            )
+        if config.mode == "x2" and not part.sequence and part.name != "seed":
+            raise RunError(f"--mode x2 trains on call and seed only, not {part.name!r}")
+    if teacher and (mix.share("call") > 0 or config.mode == "x2"):
+        raise RunError(
+            "the teacher's outputs are cached per photo patch at full size, so call sequences "
+            "and --mode x2 have none: add --no-teacher"
+        )
+    if config.call_sequences < 1:
+        raise RunError("--call-sequences must be at least 1")
 
 
 def load_run_config(

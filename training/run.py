@@ -21,6 +21,7 @@ from torch import nn
 
 from sharpcam.atomic import atomic_write_text
 from training.batches import half_patches, resolve_degradation, teacher_key
+from training.calldata import fill_call_cache
 from training.config import Config, RunError
 from training.data import Split, make_split
 from training.finish import finish_run
@@ -173,10 +174,13 @@ def run(config: Config, *, resume: bool = False, command: str = "") -> int:
         )
         if teacher_cache is not None:
             fill_teacher_cache(config, split, teacher_cache)
+        fill_call_cache(config, split, cache_root(config))
     world.barrier()
     for which in ("a", "b"):
         if not (out / f"student_{which}" / "done.json").exists():
-            train_student(which, config, split, world, teacher_cache, perceptual)
+            train_student(
+                which, config, split, world, teacher_cache, perceptual, call_root=cache_root(config)
+            )
             if world.main:
                 atomic_write_text(out / f"student_{which}" / "done.json", "{}\n")
         world.barrier()

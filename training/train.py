@@ -19,19 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
-from training.batches import (
-    half_patches,
-    resolve_degradation,
-    teacher_key,
-    to_batch,
-    to_batch_float,
-)
+from training.batches import half_patches, teacher_key, to_batch, to_batch_float
+from training.calldata import MixedInputs, seed_lr
 from training.checkpoints import load_checkpoint, save_checkpoint, write_history
 from training.config import Config, RunError
 from training.data import PatchSet, Split
-from training.degradations import Degradation
+from training.degradations import Degradation, get_degradation
 from training.losses import DistillLoss
 from training.metrics import ssim
 from training.students import build_student, student_kwargs
@@ -58,6 +54,21 @@ def degrade(
     return degradation(np.ascontiguousarray(patch), np.random.default_rng([seed, epoch, index]))
 
 
+def training_pair(
+    inputs: MixedInputs, patches: PatchSet, seed: int, stream: int, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(input, ground truth)`` of training index ``index``: a call frame of the cache, or
+    the patch degraded per image (:func:`degrade`; the half-size patch in ``x2`` mode)."""
+    pick = inputs.pick(index, stream)
+    if pick.call_index is not None:
+        return inputs.call_pair(pick)
+    gt = np.ascontiguousarray(patches[index])
+    if inputs.mode == "x2":
+        return seed_lr(gt), gt
+    assert pick.degradation is not None
+    return degrade(get_degradation(pick.degradation), gt, seed, stream, index), gt
+
+
 def epoch_order(n: int, seed: int, epoch: int, world: World) -> np.ndarray:
     """This process's share of the epoch's shuffled patch order."""
     order = np.random.RandomState([seed, epoch]).permutation(n)
@@ -78,12 +89,17 @@ class Validation:
     identity_ssim: float
 
     @classmethod
-    def build(cls, patches: PatchSet, degradation: Degradation, seed: int, device: torch.device):
-        gts = [np.ascontiguousarray(p) for p in patches]
-        degs = [degrade(degradation, g, seed, VALIDATION_STREAM, i) for i, g in enumerate(gts)]
-        degraded, gt = to_batch(degs, device), to_batch(gts, device)
-        mse = (degraded.double() - gt.double()).pow(2).mean()
-        return cls(degraded, gt, mse_psnr(mse), float(ssim(degraded, gt).mean()))
+    def build(cls, patches: PatchSet, inputs: MixedInputs, seed: int, device: torch.device):
+        pairs = [
+            training_pair(inputs, patches, seed, VALIDATION_STREAM, i) for i in range(len(patches))
+        ]
+        degraded = to_batch([d for d, _ in pairs], device)
+        gt = to_batch([g for _, g in pairs], device)
+        seen = degraded  # the identity: in x2 mode, the input upscaled as a player does
+        if seen.shape != gt.shape:
+            seen = F.interpolate(seen, size=gt.shape[-2:], mode="bicubic").clamp(0, 1)
+        mse = (seen.double() - gt.double()).pow(2).mean()
+        return cls(degraded, gt, mse_psnr(mse), float(ssim(seen, gt).mean()))
 
     def score(self, model: nn.Module, chunk: int = 16) -> tuple[float, float]:
         """``(PSNR, SSIM)`` of ``model`` on the pairs (clamped output).
@@ -116,12 +132,18 @@ def train_student(
     world: World,
     teacher_cache: typing.Any,
     perceptual: nn.Module | None,
+    call_root: Path | None = None,
 ) -> None:
-    """Train student ``which`` ("a" or "b"), resuming from its ``last.pt`` if present."""
+    """Train student ``which`` ("a" or "b"), resuming from its ``last.pt`` if present.
+
+    ``call_root``: the cache root holding the call sequences (needed when the
+    ``--degradation`` mix has a call part; :func:`training.calldata.fill_call_cache`).
+    """
     out = Path(config.out) / f"student_{which}"
     out.mkdir(parents=True, exist_ok=True)
     device = world.device
-    degradation = resolve_degradation(config.degradation)
+    root = call_root if call_root is not None else Path(config.out)
+    inputs = MixedInputs.for_half(config, split, which, root)
     other = "b" if which == "a" else "a"
     train = half_patches(config, split, which)
     if not len(train):
@@ -131,10 +153,17 @@ def train_student(
     val = None
     if world.main:
         val_set = half_patches(config, split, other, validation=True)
-        val = Validation.build(val_set, degradation, config.seed, device)
+        val_inputs = MixedInputs.for_half(config, split, other, root)
+        val = Validation.build(val_set, val_inputs, config.seed, device)
     salt = 0 if which == "a" else 1
     torch.manual_seed(config.seed + salt)
     model = build_student(config.student, **config.student_args).to(device)
+    scale = getattr(model, "scale", 1)
+    if scale != (2 if config.mode == "x2" else 1):
+        raise RunError(
+            f"--mode {config.mode} needs a student of scale {2 if config.mode == 'x2' else 1}, "
+            f"but {config.student!r} has scale {scale}: choose a matching --student"
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     weights = config.loss_weights
     loss_fn = DistillLoss(weights, perceptual)
@@ -203,11 +232,8 @@ def train_student(
         try:
             for step in bar:
                 indices = plan[step]
-                gts = [np.ascontiguousarray(train[i]) for i in indices]
-                degs = [
-                    degrade(degradation, g, config.seed, epoch, int(i))
-                    for g, i in zip(gts, indices, strict=True)
-                ]
+                pairs = [training_pair(inputs, train, config.seed, epoch, int(i)) for i in indices]
+                degs, gts = [d for d, _ in pairs], [g for _, g in pairs]
                 target = None
                 if teacher_cache is not None:
                     target = to_batch_float(

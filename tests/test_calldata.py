@@ -1,0 +1,131 @@
+"""Training on a --degradation mix: the call cache is filled once, pairs follow the mix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import training.distill as distill
+from tests.synthetic import write_photos
+from training.calldata import MixedInputs, cache_folder, fill_call_cache, seed_lr
+from training.config import Config, RunError, check_config
+from training.data import PatchSet, make_split
+from training.degradations import get_degradation, parse_mix
+from training.train import degrade, training_pair
+
+TINY = [
+    "--epochs", "1", "--patch-size", "32", "--stride", "32", "--max-patches", "8",
+    "--val-patches", "4", "--showcase", "2", "--no-teacher", "--no-perceptual",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder, 10, 96, 128)
+    return folder
+
+
+def test_a_mixed_run_fills_the_cache_once_and_records_the_mix(
+    photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    args = [*TINY, "--degradation", "call:0.8,seed:0.2", "--cache-dir", str(tmp_path / "c")]
+    assert distill.main(["--data", str(photos), "--out", str(tmp_path / "r1"), *args]) == 0
+    assert any("call cache: 16 sequences built" in m for m in caplog.messages)
+    config = Config(**json.loads((tmp_path / "r1" / "config.json").read_text()))
+    folder = cache_folder(tmp_path / "c", config)
+    assert len(list(folder.glob("*/key.json"))) == 16
+    report = json.loads((tmp_path / "r1" / "report.json").read_text())
+    assert "call:0.8,seed:0.2" in json.dumps(report)
+    caplog.clear()
+    assert distill.main(["--data", str(photos), "--out", str(tmp_path / "r2"), *args]) == 0
+    assert any("0 sequences built" in m and "16 reused" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--degradation", "call:x"], "not a number"),
+        (["--degradation", "blocking"], "evaluation degradation"),
+        (["--degradation", "call:1", "--no-teacher"], None),
+        (["--degradation", "call:1", "--w-teacher", "0.9"], "add --no-teacher"),
+        (["--mode", "x3"], "unknown --mode"),
+        (["--mode", "x2"], "add --no-teacher"),
+    ],
+)
+def test_bad_mixes_and_modes_are_one_line(extra: list[str], match: str | None) -> None:
+    from training.config import parse_config
+
+    config, _, _ = parse_config(["--data", "x", *extra])
+    if "--no-teacher" not in extra:
+        config = Config(**{**config.__dict__, "no_teacher": False})
+    if match is None:
+        check_config(config)
+        return
+    with pytest.raises(RunError, match=match) as info:
+        check_config(config)
+    assert "\n" not in str(info.value)
+
+
+def test_x2_mode_refuses_a_scale_1_student(photos: Path, tmp_path: Path, capsys) -> None:
+    args = [*TINY, "--mode", "x2", "--student", "residual", "--cache-dir", str(tmp_path / "c")]
+    assert distill.main(["--data", str(photos), "--out", str(tmp_path / "r"), *args]) == 2
+    assert "needs a student of scale 2" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def setup(photos: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A split, its call cache (half A and B) and half A's patches."""
+    root = tmp_path_factory.mktemp("cache")
+    split = make_split(photos, showcase=2)
+    config = Config(data=str(photos), patch_size=32, degradation="call:0.5,seed:0.5")
+    fill_call_cache(config, split, root)
+    patches = PatchSet(photos, split.train_a, split.sha256, size=32, stride=32)
+    return config, split, root, patches
+
+
+class TestTrainingPairs:
+    def test_a_single_per_image_degradation_draws_nothing(self, setup) -> None:
+        patches = setup[3]
+        inputs = MixedInputs(parse_mix("seed"), "restore", None, 42)
+        d, g = training_pair(inputs, patches, 42, 3, 5)
+        assert np.array_equal(g, patches[5])
+        assert np.array_equal(d, degrade(get_degradation("seed"), patches[5], 42, 3, 5))
+
+    def test_the_mix_shares_are_followed_and_call_frames_come_from_the_cache(self, setup) -> None:
+        config, split, root, patches = setup
+        inputs = MixedInputs.for_half(config, split, "a", root)
+        picks = [inputs.pick(i, 0) for i in range(400)]
+        share = sum(p.call_index is not None for p in picks) / 400
+        assert share == pytest.approx(0.5, abs=0.08)
+        assert [inputs.pick(i, 0) for i in range(400)] == picks  # reproducible
+        assert [inputs.pick(i, 1) for i in range(400)] != picks  # fresh each epoch
+        i = next(i for i, p in enumerate(picks) if p.call_index is not None)
+        d, g = training_pair(inputs, patches, 42, 0, i)
+        assert (d.shape, g.shape) == ((32, 32, 3), (32, 32, 3))
+        assert not np.array_equal(d, g)
+
+    def test_x2_pairs_are_half_size_inputs(self, setup, tmp_path: Path) -> None:
+        config, split, _, patches = setup
+        x2 = Config(**{**config.__dict__, "mode": "x2"})
+        fill_call_cache(x2, split, tmp_path)
+        inputs = MixedInputs.for_half(x2, split, "a", tmp_path)
+        for i in range(12):
+            d, g = training_pair(inputs, patches, 42, 0, i)
+            assert d.shape == (16, 16, 3) and g.shape == (32, 32, 3)
+            if inputs.pick(i, 0).call_index is None:
+                assert np.array_equal(d, seed_lr(g))
+
+    def test_an_unfilled_cache_is_a_clear_error(self, setup, tmp_path: Path) -> None:
+        config, split = setup[0], setup[1]
+        with pytest.raises(RunError, match="fill the cache first"):
+            MixedInputs.for_half(config, split, "a", tmp_path / "empty")
+
+    def test_the_cache_folder_keys_mode_size_and_seed(self, setup) -> None:
+        config, _, root, _ = setup
+        assert cache_folder(root, config).name == "restore_32px_seed42"
+        assert len(list(cache_folder(root, config).glob("*/key.json"))) == 16

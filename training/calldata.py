@@ -1,0 +1,138 @@
+"""What a ``--degradation`` mix feeds training: call frames from the cache, or photo patches.
+
+``--degradation call:0.8,seed:0.2`` means: for 80 % of the training indices the pair is a
+frame of the encoded-sequence cache (:mod:`training.callcache`; the half's own photos,
+panned and zoomed, degraded by the call pipeline once before training), for 20 % it is
+the patch degraded per image as before. The draw depends only on (seed, stream, index),
+so a resumed run sees the same pairs. A mix of one per-image degradation draws nothing
+and trains exactly as before.
+
+Modes: ``restore`` pairs are same-size; ``x2`` pairs are (half-size input, patch). In
+``x2`` mode the per-image ``seed`` part gives the INTER_LINEAR half-size patch (the seed's
+downscale, without its bicubic upscale).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from training.callcache import CacheSpec, CallCache, CallPairs, FillSummary, Source
+from training.config import Config, RunError
+from training.data import Split, read_rgb
+from training.degradations import SEQUENCE_DEGRADATIONS, Mix, MixError
+from training.degradations import parse_mix as _parse_mix
+
+log = logging.getLogger("training.distill")
+
+#: Salt of the mix draws' random stream (kept apart from the degradations' own draws).
+PICK_SALT = 0xCA11
+
+
+def parse_mix(config: Config) -> Mix:
+    """The mix of ``--degradation`` (checked by :func:`training.config.check_config`)."""
+    try:
+        return _parse_mix(config.degradation)
+    except MixError as exc:
+        raise RunError(str(exc)) from None
+
+
+def cache_folder(root: Path, config: Config) -> Path:
+    """Where the call sequences of ``config`` live under the cache root."""
+    return root / "call_sequences" / f"{config.mode}_{config.patch_size}px_seed{config.seed}"
+
+
+def cache_spec(config: Config) -> CacheSpec:
+    return CacheSpec(
+        mode=config.mode,
+        size=config.patch_size,
+        per_source=config.call_sequences,
+        seed=config.seed,
+    )
+
+
+def half_sources(split: Split, which: str) -> list[Source]:
+    """The photos of training half ``which`` as cache sources (decoded only when built)."""
+    folder = Path(split.data_dir)
+    return [
+        Source(name, split.sha256[name], lambda path=folder / name: _read(path))
+        for name in split.half(which)
+    ]
+
+
+def _read(path: Path) -> np.ndarray:
+    image = read_rgb(path)
+    if image is None:
+        raise RunError(f"{path} cannot be decoded any more: restore it or start a new run")
+    return image
+
+
+def fill_call_cache(config: Config, split: Split, root: Path) -> FillSummary | None:
+    """Build the call sequences of both halves (tqdm progress); ``None`` when unused."""
+    if parse_mix(config).share("call") == 0:
+        return None
+    cache = CallCache(cache_folder(root, config), cache_spec(config))
+    summary = cache.fill(half_sources(split, "a") + half_sources(split, "b"))
+    log.info(
+        "call cache: %d sequences built (%.2f s per photo), %d reused, in %s",
+        summary.built,
+        summary.seconds_per_source,
+        summary.reused,
+        cache.folder,
+    )
+    return summary
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Where one training index comes from: a per-image degradation or a call frame."""
+
+    degradation: str | None = None
+    call_index: int | None = None
+
+
+class MixedInputs:
+    """The mix's choice per training index, and the call frames of one half."""
+
+    def __init__(self, mix: Mix, mode: str, call: CallPairs | None, seed: int) -> None:
+        if mix.share("call") > 0 and (call is None or not len(call)):
+            raise RunError("the mix uses call sequences but the call cache is empty")
+        self.mix, self.mode, self.call, self.seed = mix, mode, call, seed
+
+    @classmethod
+    def for_half(cls, config: Config, split: Split, which: str, root: Path) -> MixedInputs:
+        mix = parse_mix(config)
+        call = None
+        if mix.share("call") > 0:
+            cache = CallCache(cache_folder(root, config), cache_spec(config))
+            try:
+                call = cache.pairs(half_sources(split, which))
+            except RuntimeError as exc:
+                raise RunError(str(exc)) from None
+        return cls(mix, config.mode, call, config.seed)
+
+    def pick(self, index: int, stream: int) -> Pick:
+        """The source of training index ``index`` in ``stream`` (the epoch, or validation)."""
+        if len(self.mix.parts) == 1 and not self.mix.parts[0].sequence:
+            return Pick(degradation=self.mix.parts[0].name)
+        rng = np.random.default_rng([self.seed, stream, index, PICK_SALT])
+        name = self.mix.choose(rng)
+        if name in SEQUENCE_DEGRADATIONS:
+            assert self.call is not None
+            return Pick(call_index=int(rng.integers(len(self.call))))
+        return Pick(degradation=name)
+
+    def call_pair(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+        """``(input, ground truth)`` of a call pick."""
+        assert self.call is not None and pick.call_index is not None
+        return self.call.pair(pick.call_index)
+
+
+def seed_lr(patch: np.ndarray) -> np.ndarray:
+    """The x2 input of the ``seed`` degradation: the INTER_LINEAR half-size patch."""
+    h, w = patch.shape[:2]
+    return cv2.resize(patch, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
