@@ -138,6 +138,12 @@ def test_a_slow_header_client_is_cut_off(invert_engine) -> None:
             assert (await read_until_closed(reader, 10)).startswith(b"HTTP/1.1 408")
             writer.close()
 
+            # the deadline covers heads only: offers (answered after ICE gathering) still
+            # work under it, and their peers connect
+            client = await connect(url, track=ColourTrack())
+            await wait_until(lambda: len(client.frames) >= 2, "frames under a 0.5 s deadline")
+            await client.close()
+
     asyncio.run(run())
 
 
