@@ -34,7 +34,10 @@ from onnx import TensorProto, helper
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
 from sharpcam.engine import Engine
 from sharpcam.webrtc import start_site
+from sharpcam.webrtc.access import TOKEN_HEADER, AccessPolicy
 from sharpcam.webrtc.app import Relay, RelaySettings
+from sharpcam.webrtc.limits import HttpLimits
+from sharpcam.webrtc.server import url_for
 
 #: The colour the synthetic sources show (RGB); far from mid-grey so inversion is obvious.
 COLOUR = (200, 60, 40)
@@ -176,11 +179,14 @@ async def wait_until(predicate: Callable[[], bool], what: str, deadline_s: float
 
 
 @contextlib.asynccontextmanager
-async def relay_server(relay: Relay) -> AsyncIterator[str]:
-    """Serve ``relay`` on a free loopback port in this event loop; yield its URL."""
-    runner, port = await start_site(relay, "127.0.0.1", 0)
+async def relay_server(
+    relay: Relay, *, access: AccessPolicy | None = None, limits: HttpLimits | None = None
+) -> AsyncIterator[str]:
+    """Serve ``relay`` on a free loopback port in this event loop; yield its URL (with
+    ``?token=...`` when ``access`` has a token, as ``sharpcam serve`` prints it)."""
+    runner, port = await start_site(relay, "127.0.0.1", 0, access=access, limits=limits)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield url_for("127.0.0.1", port, access.token if access else None)
     finally:
         await relay.close()
         await runner.cleanup()
@@ -201,14 +207,28 @@ def make_relay(
     )
 
 
+def split_token(url: str) -> tuple[str, str | None]:
+    """``"http://h:p/?token=T"`` → ``("http://h:p/", "T")``; no token: ``(url, None)``."""
+    base, _, query = url.partition("?")
+    token = dict(p.partition("=")[::2] for p in query.split("&") if p).get("token")
+    return base, token
+
+
 async def post_json(
-    url: str, body: Any, *, raw: bytes | None = None
+    url: str,
+    body: Any,
+    *,
+    raw: bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """POST ``body`` as JSON (or ``raw`` bytes) to ``url``; return status, JSON, headers."""
+    """POST ``body`` as JSON (or ``raw`` bytes) to ``url`` (with ``token`` in its header;
+    ``headers`` added or replacing ours); return status, JSON, response headers."""
     data = raw if raw is not None else json.dumps(body).encode()
+    sent = {"Content-Type": "application/json", **({TOKEN_HEADER: token} if token else {})}
     async with (
         aiohttp.ClientSession() as session,
-        session.post(url, data=data, headers={"Content-Type": "application/json"}) as response,
+        session.post(url, data=data, headers={**sent, **(headers or {})}) as response,
     ):
         return response.status, await response.json(), dict(response.headers)
 
@@ -239,8 +259,9 @@ async def connect(
     channel: bool = False,
     options: dict[str, Any] | None = None,
 ) -> Client:
-    """Offer to ``url + "offer"`` like the page does (no trickle); return a connected
-    :class:`Client` whose remote frames accumulate in ``client.frames``.
+    """Offer to ``url + "offer"`` like the page does (no trickle, the token of ``url``'s
+    ``?token=`` in its header); return a connected :class:`Client` whose remote frames
+    accumulate in ``client.frames``.
 
     Raises:
         AssertionError: the server refused the offer (status and error in the message).
@@ -269,7 +290,8 @@ async def connect(
 
     await pc.setLocalDescription(await pc.createOffer())
     body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, **(options or {})}
-    status, answer, _ = await post_json(url + "offer", body)
+    base, token = split_token(url)
+    status, answer, _ = await post_json(base + "offer", body, token=token)
     if status != 200:
         await pc.close()
         raise AssertionError(f"offer refused: HTTP {status} {answer}")

@@ -43,7 +43,8 @@ async def raw_get(url: str, path: str) -> tuple[int, bytes]:
     """GET ``path`` byte for byte (no client-side normalisation of ``..`` or ``%2e``)."""
     host, port = url.removeprefix("http://").rstrip("/").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    writer.write(request.encode())
     await writer.drain()
     response = await reader.read()
     writer.close()
@@ -112,6 +113,7 @@ BAD_BODIES = [
     (b'{"sdp": "v=0", "type": "answer"}', '"type" must be "offer"'),
     (b'{"sdp": "hello", "type": "offer"}', "SDP offer is malformed"),
     (b'{"sdp": "v=0\\r\\nm=video 9 UDP/TLS/RTP/SAVPF 96\\r\\n", "type": "offer"}', "SDP"),
+    (b'{"sdp": "v=0\\r\\nm=video x y z\\r\\n", "type": "offer"}', "cannot be parsed"),
     (b'{"sdp": "v=0", "type": "offer", "split": 2}', '"split" must be a number in [0, 1]'),
     (b'{"sdp": "v=0", "type": "offer", "sharpen": "yes"}', '"sharpen" must be true or false'),
     (b"\xff\xfe\x00", "not JSON"),

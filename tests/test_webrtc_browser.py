@@ -21,6 +21,7 @@ from browser import COUNT_FRAMES_JS, SAMPLE_JS, chromium, figures, wait_for, wri
 from conftest_browser import COLOUR, make_relay, write_clip  # noqa: E402
 
 from sharpcam.webrtc import BackgroundServer  # noqa: E402
+from sharpcam.webrtc.access import AccessPolicy, new_token  # noqa: E402
 from sharpcam.webrtc.source import open_source_track  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
@@ -187,15 +188,30 @@ def test_the_page_relays_the_camera_sharpened_with_divider_toggle_and_figures(
         context.close()
 
 
-def test_receive_only_mode_shows_the_servers_source(
+def test_receive_only_mode_shows_the_servers_source_with_the_token(
     browser: Any, invert_engine: Any, tmp_path: Path
 ) -> None:
     colour = (30, 160, 90)  # not the camera's colour: this must come from the server
     original = np.array(colour, float)
     source = open_source_track(str(write_clip(tmp_path / "clip.mp4", frames=20, colour=colour)))
+    access = AccessPolicy(token=new_token())  # as `sharpcam serve --source` runs
     try:
-        with BackgroundServer(make_relay(invert_engine, source=source)) as server:
+        relay = make_relay(invert_engine, source=source)
+        with BackgroundServer(relay, access=access) as server:
+            assert server.url.endswith(f"/?token={access.token}")
             context = browser.new_context()
+            # without the token the page says what is missing, and no peer is made
+            bare, _ = open_page(context, server.url.split("?")[0])
+            message = wait_for(
+                bare,
+                "() => { const s = document.getElementById('status');"
+                " return s.classList.contains('error') ? s.textContent : null; }",
+                what="the refusal without the token",
+            )
+            assert "403" in message and "token" in message and access.token not in message
+            assert not server.call(lambda: len(relay.peers))
+            bare.close()
+            # the printed address (with the token) works; Host and Origin are the page's own
             page, errors = open_page(context, server.url)
             wait_connected_with_frames(page)
             assert page.text_content("#mode") == "receive-only: the server's source"

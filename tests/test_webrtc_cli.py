@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import resource
 import signal
 import socket
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 pytest.register_assert_rewrite("conftest_browser")
@@ -21,6 +24,8 @@ from conftest_browser import (  # noqa: E402
     ColourTrack,
     connect,
     mean_rgb,
+    post_json,
+    split_token,
     wait_until,
     write_clip,
 )
@@ -45,6 +50,12 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         (["--max-peers", "0"], 2, "--max-peers must be at least 1"),
         (["--port", "70000"], 2, "--port must be in 0..65535"),
         (["--source", "no-such-clip.mp4"], 1, "--source no-such-clip.mp4: no such video file"),
+        (["--host", "999.1.1.1"], 2, "--host 999.1.1.1 is not a valid IP address"),
+        (["--host", "::1::2"], 2, "--host ::1::2 is not a valid IP address"),
+        (["--connect-timeout", "0"], 2, "--connect-timeout must be positive"),
+        (["--allow-host", "http://cam.example.org/"], 2, "--allow-host 'http://cam.example"),
+        (["--allow-host", "cam.example.org:443"], 2, "without scheme or port"),
+        (["--max-connections", "0"], 2, "--max-connections must be at least 1"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_non_zero(
@@ -53,6 +64,23 @@ def test_bad_options_are_one_line_and_exit_non_zero(
     got, err = run_main([*argv, "--model", str(invert_model)], capsys)
     assert got == code
     assert message in err and err.startswith("sharpcam serve: error:") and "\n" not in err
+
+
+def test_a_camera_source_that_does_not_open_suggests_serve_flags(invert_model, capsys) -> None:
+    # no camera here (and a fake index beyond any there could be): the advice is serve's own
+    code, err = run_main(["--source", "9", "--model", str(invert_model)], capsys)
+    assert code == 1 and err.startswith("sharpcam serve: error: --source 9:")
+    assert "--input" not in err and "--device" not in err and "--source clip.mp4" in err
+    assert "\n" not in err
+
+
+def test_an_address_of_another_machine_is_named_as_such(invert_model, capsys) -> None:
+    code, err = run_main(
+        ["--host", "192.0.2.1", "--port", "0", "--model", str(invert_model)], capsys
+    )
+    assert code == 1 and err.startswith("sharpcam serve: error: cannot listen on --host")
+    assert "192.0.2.1" in err and "not an address of this machine" in err
+    assert "--port" not in err and "\n" not in err
 
 
 def test_a_missing_model_names_the_file(tmp_path: Path, capsys) -> None:
@@ -154,19 +182,31 @@ def test_the_server_streams_a_file_and_warns_off_loopback(invert_model: Path, tm
     clip = write_clip(tmp_path / "clip.mp4", frames=10)
 
     async def run() -> None:
+        # -vv: every logger at debug level, aiohttp's and aiortc's included
         proc, url = await start_server(
-            "--host", "0.0.0.0", "--model", str(invert_model), "--source", str(clip)
+            "--host", "0.0.0.0", "--model", str(invert_model), "--source", str(clip), "-vv"
         )
-        assert url.startswith("http://127.0.0.1:")
+        assert url.startswith("http://127.0.0.1:") and "/?token=" in url
+        base, token = split_token(url)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url) as r:  # the page, with the token in its address
+                assert r.status == 200
+            async with s.get(base + "config") as r:  # the API without it
+                assert r.status == 403
+        status, _, _ = await post_json(base + "offer", {"sdp": "v=0", "type": "offer"})
+        assert status == 403
         client = await connect(url, recvonly=True, options={"split": 0})
         await wait_until(lambda: len(client.frames) >= 15, "frames past the clip's end")
         frame = client.frames[-1].to_ndarray(format="rgb24")
         assert abs(mean_rgb(frame, 0.1, 0.9) - INVERTED_COLOUR).max() < 25
         await client.close()
-        code, _, err = await interrupt(proc)
+        code, out, err = await interrupt(proc)
         assert code == 0, err
         assert "warning: listening on 0.0.0.0, not loopback" in err
-        assert "no authentication" in err and "--source" in err
+        assert "token" in err and "--source" in err
+        # the token was printed once, in the address; no log line holds it
+        assert "aioice" in err and "aiortc" in err  # -vv did log their debug lines
+        assert token is not None and token not in err and token not in out
 
     asyncio.run(run())
 
@@ -176,3 +216,44 @@ def test_sharpcam_serve_dispatches_here(invert_model: Path, capsys) -> None:
 
     assert sharpcam_main(["serve", "--max-peers", "0", "--model", str(invert_model)]) == 2
     assert "--max-peers must be at least 1" in capsys.readouterr().err
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+def test_out_of_file_descriptors_is_one_line_and_the_server_recovers(invert_model) -> None:
+    async def run() -> None:
+        proc, url = await start_server("--model", str(invert_model))
+        base, _ = split_token(url)
+        # leave the server a handful of descriptors, then open far more connections
+        spare = 6
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (open_fds(proc.pid) + spare, 4096))
+        host, port = base.removeprefix("http://").rstrip("/").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(3 * spare)]
+        await asyncio.sleep(2.5)  # asyncio retries accept() each second: several refusals
+        for _, writer in held:
+            writer.close()
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (4096, 4096))
+
+        async def config_ok() -> bool:
+            try:
+                async with aiohttp.ClientSession() as s, s.get(base + "config") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await config_ok():  # answers again once descriptors are free
+            assert asyncio.get_running_loop().time() < deadline, "the server never recovered"
+            await asyncio.sleep(0.2)
+        code, _, err = await interrupt(proc)
+        assert code == 0, err
+        lines = err.splitlines()
+        assert "Traceback" not in err, err[:3000]
+        assert sum("out of file descriptors" in line for line in lines) == 1, err[:3000]
+        assert len(lines) <= 2, err[:3000]
+
+    asyncio.run(run())

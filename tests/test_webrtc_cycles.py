@@ -1,5 +1,6 @@
 """50 connect/disconnect cycles against a real relay with real aiortc peers: afterwards no
-more threads, asyncio tasks, open peer connections or file descriptors than after warm-up."""
+more threads, asyncio tasks, open peer connections or file descriptors than after warm-up,
+and resident memory about flat."""
 
 from __future__ import annotations
 
@@ -21,8 +22,22 @@ WARMUP = 5
 POOL_THREADS = 4
 
 
+#: Resident memory growth allowed from warm-up to the end: allocator slack (measured here:
+#: +1 to +10 MB over the 45 cycles); a peer's codecs and buffers kept per cycle would not fit.
+RSS_SLACK_MB = 48
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
 
 
 @pytest.mark.slow
@@ -49,8 +64,10 @@ def test_connect_disconnect_cycles_leak_nothing(invert_engine, mode: str) -> Non
 
         async with relay_server(relay) as url:
             baseline = None
+            rss_baseline = 0.0
             peak_threads = 0
             for cycle in range(CYCLES):
+                threads_before = threading.active_count()
                 if mode == "relay":
                     client = await connect(url, track=ColourTrack(160, 120), channel=True)
                 else:
@@ -60,8 +77,14 @@ def test_connect_disconnect_cycles_leak_nothing(invert_engine, mode: str) -> Non
                 await client.close()
                 await wait_until(lambda: not relay.peers, f"the server to free peer {cycle}")
                 if cycle + 1 == WARMUP:
-                    await asyncio.sleep(0.2)
+                    # the closed peer's threads (decoder, encoder) join: no fixed sleep
+                    await wait_until(
+                        lambda t=threads_before: threading.active_count() <= t,
+                        "the warm-up peer's threads to end",
+                        deadline_s=10,
+                    )
                     baseline = counts()
+                    rss_baseline = rss_mb()
             assert baseline is not None
 
             # let closing work finish (decoder threads join, tasks unwind), then compare
@@ -82,5 +105,8 @@ def test_connect_disconnect_cycles_leak_nothing(invert_engine, mode: str) -> Non
                     f"cycles {counts()}, peak threads {peak_threads}"
                 )
             assert relay.peers == frozenset()
+            grown = rss_mb() - rss_baseline
+            print(f"resident memory: {rss_baseline:.0f} MB after warm-up, +{grown:.1f} MB after")
+            assert grown < RSS_SLACK_MB, f"resident memory grew {grown:.0f} MB in {CYCLES} cycles"
 
     asyncio.run(run())

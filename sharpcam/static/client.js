@@ -12,6 +12,11 @@ const SPLIT_SEND_INTERVAL_MS = 50;
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 
+// The relay's access token, from the address `sharpcam serve` printed (?token=...): sent
+// with every API request in a header (never in a URL the server could log).
+const TOKEN = params.get("token");
+const apiHeaders = (extra = {}) => (TOKEN ? { ...extra, "X-Sharpcam-Token": TOKEN } : extra);
+
 const state = {
   config: null,
   pc: null,
@@ -127,7 +132,7 @@ async function start() {
     setStatus("sending offer");
     const response = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: apiHeaders({ "Content-Type": "application/json" }),
       body: JSON.stringify({
         sdp: pc.localDescription.sdp,
         type: pc.localDescription.type,
@@ -325,10 +330,11 @@ async function init() {
   wireControls();
   drawView();
   try {
-    const response = await fetch("/config");
+    const response = await fetch("/config", { headers: apiHeaders() });
     state.config = await response.json();
+    if (!response.ok) throw new Error(`HTTP ${response.status}: ${state.config.error}`);
   } catch (err) {
-    setStatus(`cannot reach the sharpcam server: ${err}`, true);
+    setStatus(`cannot use the sharpcam server: ${err.message || err}`, true);
     return;
   }
   const receiveOnly = state.config.mode === "receive";

@@ -2,17 +2,21 @@
 
 * :mod:`sharpcam.webrtc.server`: the command (options, start-up, the served site);
 * :mod:`sharpcam.webrtc.app`: the web side (endpoints, peer connections, signalling);
+* :mod:`sharpcam.webrtc.access`: who may use it (Host, Origin, content type, token);
+* :mod:`sharpcam.webrtc.limits`: bounds on HTTP connections (count, head deadline, fds);
 * :mod:`sharpcam.webrtc.track`: the frame work (newest frame wins, split view, figures);
 * :mod:`sharpcam.webrtc.source`: the local source of receive-only mode (webcam or file).
 
-Imports flow one way: ``server`` → ``app`` → ``source`` → ``track``.
+Imports flow one way: ``server`` → ``app`` → ``access``, ``limits``, ``source`` → ``track``.
 
 >>> main(["--port", "8080", "--model", "models/sharpcam.onnx"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from sharpcam.webrtc.access import AccessPolicy
 from sharpcam.webrtc.app import Relay, RelaySettings, create_app
+from sharpcam.webrtc.limits import HttpLimits
 from sharpcam.webrtc.server import (
     BackgroundServer,
     ServeError,
@@ -25,7 +29,9 @@ from sharpcam.webrtc.server import (
 )
 
 __all__ = [
+    "AccessPolicy",
     "BackgroundServer",
+    "HttpLimits",
     "Relay",
     "RelaySettings",
     "ServeError",

@@ -9,8 +9,14 @@ Endpoints (aiortc's server-example layout):
 * ``POST /offer``: JSON ``{"sdp": str, "type": "offer"}`` plus optional ``"sharpen": bool``
   and ``"split": float`` in [0, 1]; answers ``{"sdp": str, "type": "answer"}``. The answer
   holds all ICE candidates (aiortc does not trickle). Errors are JSON ``{"error": str}``:
-  400 for a malformed body or SDP, 413 for a body over the limit, 503 when the peer limit
-  is reached.
+  400 for a malformed body or SDP (JSON nested too deeply included), 403 for a foreign
+  Host or Origin or a missing token, 408 for a body that does not arrive in time, 413 for
+  a body over the limit, 415 for a body that is not ``application/json``, 429 when the
+  client already has ``max_pending_per_client`` offers that have not connected, 503 when
+  the peer limit is reached.
+
+Who may call these, and with what, is :mod:`sharpcam.webrtc.access`; bounds on HTTP
+connections are :mod:`sharpcam.webrtc.limits`.
 
 In *relay* mode each peer's first video track comes back sharpened on the same
 transceiver. In *receive* mode (a local source) every peer gets the source, sharpened,
@@ -42,6 +48,8 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaBlackhole
 
+from sharpcam.webrtc.access import AccessPolicy, access_middleware
+from sharpcam.webrtc.limits import FD_ERRNOS, FdIncidents, head_clock_middleware
 from sharpcam.webrtc.source import Fanout
 from sharpcam.webrtc.track import FrameProcessor, SharpenTrack, View
 
@@ -63,6 +71,7 @@ _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; media-src 'self' blob: mediastream:; img-src 'self' data:"
     ),
+    "Referrer-Policy": "no-referrer",  # the page's address may hold the token
 }
 
 RELAY_KEY: web.AppKey[Relay] = web.AppKey("relay")
@@ -73,7 +82,11 @@ class OfferError(ValueError):
 
 
 class RelayFull(RuntimeError):
-    """The peer limit is reached; HTTP 503."""
+    """The peer limit is reached (or no file descriptor is left); HTTP 503."""
+
+
+class TooManyPending(RuntimeError):
+    """This client already has its share of offers that have not connected; HTTP 429."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,11 @@ class RelaySettings:
     Args:
         max_peers: peer connections open at once (≥ 1); more get HTTP 503.
         max_body_bytes: largest ``POST /offer`` body accepted (a browser offer is 3-10 KB).
-        connect_timeout_s: a peer not connected this long after its answer is closed.
+        connect_timeout_s: a peer not connected this long after its answer is closed, which
+            frees its slot (``--connect-timeout``).
+        max_pending_per_client: offers from one client address answered but not connected
+            yet; more get HTTP 429 (behind a reverse proxy every client is the proxy).
+        read_timeout_s: longest time for an offer's body to arrive once its head has.
         stats_interval_s: how often figures go to the peer's data channel.
 
     Raises:
@@ -92,7 +109,9 @@ class RelaySettings:
 
     max_peers: int = 4
     max_body_bytes: int = 64 * 1024
-    connect_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    max_pending_per_client: int = 2
+    read_timeout_s: float = 10.0
     stats_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -100,6 +119,12 @@ class RelaySettings:
             raise ValueError(f"max_peers must be at least 1, got {self.max_peers}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.max_pending_per_client < 1:
+            raise ValueError(
+                f"max_pending_per_client must be at least 1, got {self.max_pending_per_client}"
+            )
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ValueError("connect_timeout_s and read_timeout_s must be positive")
 
 
 @dataclass(eq=False)
@@ -108,6 +133,7 @@ class Peer:
 
     pc: RTCPeerConnection
     view: View
+    remote: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     track: SharpenTrack | None = None
     channel: RTCDataChannel | None = None
@@ -153,6 +179,8 @@ class Relay:
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="sharpcam-model")
         self._peers: set[Peer] = set()
         self._closed = False
+        #: Refusals for lack of file descriptors (shared with the HTTP site).
+        self.incidents = FdIncidents()
 
     @property
     def mode(self) -> str:
@@ -173,11 +201,20 @@ class Relay:
             "peers": len(self._peers),
         }
 
-    async def answer(self, offer: RTCSessionDescription, view: View) -> RTCSessionDescription:
-        """Open a peer connection for ``offer`` and return the complete answer.
+    def pending(self, remote: str) -> int:
+        """Peers of client address ``remote`` answered but not connected yet."""
+        return sum(1 for p in self._peers if p.remote == remote and not p.connected.is_set())
+
+    async def answer(
+        self, offer: RTCSessionDescription, view: View, remote: str = ""
+    ) -> RTCSessionDescription:
+        """Open a peer connection for ``offer`` (from client address ``remote``) and return
+        the complete answer.
 
         Raises:
-            RelayFull: ``max_peers`` peers are open (or the relay is closing).
+            RelayFull: ``max_peers`` peers are open (or the relay is closing, or no file
+                descriptor is left).
+            TooManyPending: ``remote`` has ``max_pending_per_client`` unconnected offers.
             OfferError: the SDP cannot be used, or there is no video to sharpen.
         """
         if self._closed:
@@ -187,16 +224,26 @@ class Relay:
                 f"the relay already serves {len(self._peers)} peer(s), its limit; "
                 "retry later or start it with a higher --max-peers"
             )
+        if self.pending(remote) >= self.settings.max_pending_per_client:
+            raise TooManyPending(
+                f"{remote or 'this client'} already has {self.pending(remote)} offer(s) that "
+                f"have not connected; wait for them (they expire after "
+                f"{self.settings.connect_timeout_s:g} s)"
+            )
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        peer = Peer(pc=pc, view=view)
+        peer = Peer(pc=pc, view=view, remote=remote)
         self._peers.add(peer)  # counts against the limit from now on
         try:
             self._wire(peer)
             try:
                 await pc.setRemoteDescription(offer)
+            except OSError:
+                raise
             except Exception as exc:
+                reason = str(exc) or "a line of it cannot be parsed"
                 raise OfferError(
-                    f"the SDP offer cannot be used: {exc or type(exc).__name__}"
+                    f"the SDP offer cannot be used: {reason}; send the browser's "
+                    "localDescription.sdp unchanged"
                 ) from exc
             if self._source is not None:
                 self._add_source_track(peer)
@@ -209,6 +256,12 @@ class Relay:
             for sink in peer.sinks:
                 await sink.start()
             peer.task = asyncio.create_task(self._supervise(peer), name=f"sharpcam-peer-{peer.id}")
+        except OSError as exc:
+            await self.close_peer(peer)
+            if exc.errno not in FD_ERRNOS:
+                raise
+            self.incidents.refuse("peer connection", exc)
+            raise RelayFull("the server is out of file descriptors; retry later") from exc
         except BaseException:
             await self.close_peer(peer)
             raise
@@ -248,7 +301,7 @@ class Relay:
             def on_message(message: object) -> None:
                 try:
                     peer.set_view(parse_view(message, peer.view))
-                except ValueError as exc:
+                except ValueError as exc:  # bad input only answers; the peer stays
                     if channel.readyState == "open":
                         channel.send(json.dumps({"type": "error", "error": str(exc)}))
 
@@ -315,9 +368,9 @@ def parse_view(message: object, current: View) -> View:
     """
     if isinstance(message, str | bytes):
         try:
-            message = json.loads(message)
+            message = loads_json(message, "control message")
         except ValueError as exc:
-            raise ValueError(f"control message is not JSON: {exc}") from exc
+            raise ValueError(f'{exc}; send a JSON object like {{"split": 0.5}}') from None
     if not isinstance(message, dict):
         raise ValueError('control message must be a JSON object like {"sharpen": true}')
     sharpen = message.get("sharpen", current.sharpen)
@@ -327,6 +380,21 @@ def parse_view(message: object, current: View) -> View:
     if isinstance(split, bool) or not isinstance(split, int | float) or not 0 <= split <= 1:
         raise ValueError(f'"split" must be a number in [0, 1], got {split!r}')
     return View(sharpen=sharpen, split=float(split))
+
+
+def loads_json(text: str | bytes, what: str) -> object:
+    """``json.loads``, with every failure a one-line :class:`ValueError` naming ``what``
+    (JSON nested deeper than the parser's recursion limit included).
+
+    Raises:
+        ValueError: not JSON, or nested too deeply.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} is JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} is not JSON: {exc}") from exc
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -339,13 +407,16 @@ async def _offer(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         return _error(413, f"the offer body is over {limit} bytes; send only the SDP offer")
     try:
-        body = await request.read()
+        async with asyncio.timeout(relay.settings.read_timeout_s):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"the offer body is over {limit} bytes; send only the SDP offer")
+    except TimeoutError:
+        return _error(408, f"the offer body did not arrive in {relay.settings.read_timeout_s:g} s")
     try:
-        params = json.loads(body)
-    except ValueError:
-        return _error(400, 'the body is not JSON; send {"sdp": "...", "type": "offer"}')
+        params = loads_json(body, "the body")
+    except ValueError as exc:
+        return _error(400, f'{exc}; send {{"sdp": "...", "type": "offer"}}')
     if not isinstance(params, dict):
         return _error(400, 'the body must be a JSON object: {"sdp": "...", "type": "offer"}')
     sdp, kind = params.get("sdp"), params.get("type")
@@ -364,10 +435,13 @@ async def _offer(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, str(exc))
     try:
-        answer = await relay.answer(RTCSessionDescription(sdp=sdp, type="offer"), view)
-    except RelayFull as exc:
+        answer = await relay.answer(
+            RTCSessionDescription(sdp=sdp, type="offer"), view, remote=request.remote or ""
+        )
+    except (RelayFull, TooManyPending) as exc:
+        status = 503 if isinstance(exc, RelayFull) else 429
         return web.json_response(
-            {"error": str(exc)}, status=503, headers={**_HEADERS, "Retry-After": "5"}
+            {"error": str(exc)}, status=status, headers={**_HEADERS, "Retry-After": "5"}
         )
     except OfferError as exc:
         return _error(400, str(exc))
@@ -387,10 +461,14 @@ def _page_handler(name: str, content_type: str) -> Any:
     return handler
 
 
-def create_app(relay: Relay) -> web.Application:
-    """The aiohttp application for ``relay``; closing the app (``on_shutdown``) closes
-    every peer connection and the relay's worker thread."""
-    app = web.Application(client_max_size=relay.settings.max_body_bytes)
+def create_app(relay: Relay, access: AccessPolicy | None = None) -> web.Application:
+    """The aiohttp application for ``relay``, open only as ``access`` allows (default: no
+    token, loopback names only); closing the app (``on_shutdown``) closes every peer
+    connection and the relay's worker thread."""
+    app = web.Application(
+        client_max_size=relay.settings.max_body_bytes,  # read() refuses one byte more
+        middlewares=[head_clock_middleware, access_middleware(access or AccessPolicy(), _HEADERS)],
+    )
     app[RELAY_KEY] = relay
     for path, (name, content_type) in PAGE_FILES.items():
         app.router.add_get(path, _page_handler(name, content_type))

@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
+import os
+import re
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -28,7 +32,9 @@ from pathlib import Path
 from aiohttp import web
 
 from sharpcam.errors import SharpcamError, UsageError
+from sharpcam.webrtc.access import TOKEN_PARAM, AccessPolicy, new_token, split_host
 from sharpcam.webrtc.app import Relay, RelaySettings, create_app
+from sharpcam.webrtc.limits import GuardedSite, HttpLimits, install_fd_incident_handler
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +50,19 @@ class ServeSettings:
     """What ``sharpcam serve`` was asked for.
 
     Args:
-        host: address to listen on; loopback by default (the page has no authentication).
+        host: address to listen on; loopback by default.
         port: TCP port; 0 picks a free one (the printed address names it).
         max_peers: peer connections at once (≥ 1).
         source: receive-only mode: a webcam index (``"0"``) or a video file; ``None``:
             relay mode, each page sends its own camera.
         model: ONNX model; ``None``: the shipped default.
         provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
+        allow_hosts: more names the relay answers to (a reverse proxy's), any port.
+        connect_timeout_s: an answered offer that has not connected by then frees its slot.
+        max_connections: HTTP connections open at once.
+
+    Raises:
+        UsageError: a value out of range, or a --host that is not a valid address.
     """
 
     host: str = "127.0.0.1"
@@ -59,12 +71,40 @@ class ServeSettings:
     source: str | None = None
     model: Path | None = None
     provider: str = "auto"
+    allow_hosts: tuple[str, ...] = ()
+    connect_timeout_s: float = 10.0
+    max_connections: int = 64
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be in 0..65535, got {self.port}")
         if self.max_peers < 1:
             raise UsageError(f"--max-peers must be at least 1, got {self.max_peers}")
+        if not self.connect_timeout_s > 0:
+            raise UsageError(f"--connect-timeout must be positive, got {self.connect_timeout_s}")
+        if self.max_connections < 1:
+            raise UsageError(f"--max-connections must be at least 1, got {self.max_connections}")
+        if re.fullmatch(r"[\d.]+", self.host) or ":" in self.host:
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise UsageError(
+                    f"--host {self.host} is not a valid IP address; use 127.0.0.1 (this "
+                    "machine only), 0.0.0.0 (every interface) or one of this machine's addresses"
+                ) from None
+        for name in self.allow_hosts:
+            parsed = split_host(name)
+            if parsed is None or parsed[1] is not None:
+                raise UsageError(
+                    f"--allow-host {name!r} is not a host name; give the name alone, "
+                    "without scheme or port (e.g. cam.example.org)"
+                )
+
+    @property
+    def needs_token(self) -> bool:
+        """Whether pages need the start-up token: the server streams its own camera or
+        file (``--source``), or listens beyond loopback."""
+        return self.source is not None or not self.is_loopback
 
     @property
     def is_loopback(self) -> bool:
@@ -77,33 +117,70 @@ class ServeSettings:
             return False
 
 
-def url_for(host: str, port: int) -> str:
-    """``http://host:port/`` with IPv6 literals bracketed and wildcard hosts shown as
-    loopback (``0.0.0.0`` cannot be opened in a browser)."""
+def url_for(host: str, port: int, token: str | None = None) -> str:
+    """``http://host:port/`` (plus ``?token=...`` when there is one) with IPv6 literals
+    bracketed and wildcard hosts shown as loopback (``0.0.0.0`` cannot be opened in a
+    browser)."""
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/"
+    query = f"?{TOKEN_PARAM}={token}" if token else ""
+    return f"http://{shown}:{port}/{query}"
 
 
-async def start_site(relay: Relay, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start the relay's web app on ``host:port``; return the runner and the bound port.
+def _bind_error(host: str, port: int, exc: OSError) -> ServeError:
+    """The one-line reason ``host:port`` cannot be bound, with what to change."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        reason = exc.strerror or str(exc)
+    else:
+        reason = os.strerror(exc.errno)
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        text = (
+            f"cannot listen on --host {host} ({reason}): it is not an address of this "
+            "machine; use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or an "
+            "address `ip addr` lists"
+        )
+    elif exc.errno == errno.EACCES:
+        text = f"cannot listen on {host}:{port} ({reason}); pick a --port from 1024 up"
+    else:
+        text = (
+            f"cannot listen on {host}:{port} ({reason}); pick another --port (or stop what uses it)"
+        )
+    return ServeError(text)
+
+
+async def start_site(
+    relay: Relay,
+    host: str,
+    port: int,
+    *,
+    access: AccessPolicy | None = None,
+    limits: HttpLimits | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Start the relay's web app on ``host:port``, open as ``access`` allows and bounded
+    by ``limits``; return the runner and the bound port.
 
     Raises:
         ServeError: the address cannot be bound.
     """
-    runner = web.AppRunner(create_app(relay), handle_signals=False, access_log=None)
+    limits = limits or HttpLimits()
+    handler_kwargs = {"access_log": None, "keepalive_timeout": limits.keepalive_s}
+    runner = web.AppRunner(create_app(relay, access), handle_signals=False, **handler_kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(
+        runner,
+        host,
+        port,
+        limits=limits,
+        handler_kwargs=handler_kwargs,
+        incidents=relay.incidents,
+    )
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise ServeError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-            "pick another --port (or stop what uses it)"
-        ) from exc
-    return runner, runner.addresses[0][1]
+        raise _bind_error(host, port, exc) from exc
+    return runner, site.bound_port
 
 
 async def serve(
@@ -113,9 +190,12 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
+    access: AccessPolicy | None = None,
+    limits: HttpLimits | None = None,
 ) -> int:
     """Run the relay until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is ``None``);
     then close every peer connection. Returns how many peers were open at the end.
+    ``on_ready`` gets the page's address (with the token, if ``access`` has one).
 
     Raises:
         ServeError: the address cannot be bound.
@@ -123,14 +203,15 @@ async def serve(
     loop = asyncio.get_running_loop()
     own_signals = stop is None
     stop = stop or asyncio.Event()
-    runner, bound = await start_site(relay, host, port)
+    install_fd_incident_handler(loop, relay.incidents)
+    runner, bound = await start_site(relay, host, port, access=access, limits=limits)
     if own_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, threads
                 loop.add_signal_handler(sig, stop.set)
     try:
         if on_ready is not None:
-            on_ready(url_for(host, bound))
+            on_ready(url_for(host, bound, access.token if access else None))
         await stop.wait()
     finally:
         closed = await relay.close()
@@ -153,14 +234,24 @@ class BackgroundServer:
     Args:
         relay: the relay to serve; it is closed when the server stops.
         host, port: where to listen (port 0: a free one).
+        access, limits: see :func:`start_site`; ``url`` carries ``access``'s token.
 
     Raises:
         ServeError: from ``__enter__``, when the address cannot be bound.
     """
 
-    def __init__(self, relay: Relay, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        access: AccessPolicy | None = None,
+        limits: HttpLimits | None = None,
+    ) -> None:
         self.relay = relay
         self.host, self.port = host, port
+        self.access, self.limits = access, limits
         self.url = ""
         self.closed_peers = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -179,7 +270,13 @@ class BackgroundServer:
                 self._ready.set()
 
             self.closed_peers = await serve(
-                self.relay, self.host, self.port, stop=self._stop, on_ready=ready
+                self.relay,
+                self.host,
+                self.port,
+                stop=self._stop,
+                on_ready=ready,
+                access=self.access,
+                limits=self.limits,
             )
 
         try:
@@ -230,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on; anything but loopback exposes an unauthenticated page",
+        help="address to listen on; anything but loopback needs the printed token and "
+        "exposes the relay to the network over plain HTTP",
     )
     parser.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
     parser.add_argument("--max-peers", type=int, default=4, help="peer connections served at once")
@@ -251,6 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "tensorrt", "cuda", "cpu"),
         help="ONNX Runtime execution provider",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer to Host NAME (a reverse proxy's name); repeatable",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="an answered offer that has not connected by then is dropped, freeing its slot",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="HTTP connections open at once (more are answered 503)",
     )
     parser.add_argument(
         "-v",
@@ -285,6 +403,9 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         source=args.source,
         model=args.model,
         provider=args.provider,
+        allow_hosts=tuple(args.allow_host),
+        connect_timeout_s=args.connect_timeout,
+        max_connections=args.max_connections,
     )
 
 
@@ -311,7 +432,9 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
             engine,
             label=label,
             source=source,
-            settings=RelaySettings(max_peers=settings.max_peers),
+            settings=RelaySettings(
+                max_peers=settings.max_peers, connect_timeout_s=settings.connect_timeout_s
+            ),
         )
         yield relay
     finally:
@@ -327,16 +450,23 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         settings = _settings(args)
-        if not settings.is_loopback:
-            print(
-                f"{PROG}: warning: listening on {settings.host}, not loopback: anyone who can "
-                "reach this address can use the relay (the page has no authentication"
-                + (", and they can watch your --source)" if settings.source else ")"),
-                file=sys.stderr,
-            )
+        access = AccessPolicy(
+            token=new_token() if settings.needs_token else None,
+            hosts=(settings.host,),
+            allow_hosts=settings.allow_hosts,
+        )
         with _opened(settings) as relay:
 
             def ready(url: str) -> None:
+                if not settings.is_loopback:
+                    print(
+                        f"{PROG}: warning: listening on {settings.host}, not loopback: anyone "
+                        "who can reach this address and has the printed address (its token) "
+                        "can use the relay"
+                        + (" and watch your --source" if settings.source else "")
+                        + "; the traffic is plain HTTP (put an HTTPS reverse proxy in front)",
+                        file=sys.stderr,
+                    )
                 what = (
                     f"streaming {settings.source} (receive-only)"
                     if settings.source is not None
@@ -345,7 +475,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{PROG}: open {url} in Chrome or Firefox ({what}; model {relay.label})")
                 print(f"{PROG}: press Ctrl-C to stop", flush=True)
 
-            closed = asyncio.run(serve(relay, settings.host, settings.port, on_ready=ready))
+            limits = HttpLimits(max_connections=settings.max_connections)
+            closed = asyncio.run(
+                serve(
+                    relay,
+                    settings.host,
+                    settings.port,
+                    on_ready=ready,
+                    access=access,
+                    limits=limits,
+                )
+            )
     except SharpcamError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -25,7 +25,7 @@ from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamEr
 from av import VideoFrame
 
 from sharpcam.errors import SourceError
-from sharpcam.sources import Frame, Source, open_source, parse_device
+from sharpcam.sources import Frame, Source, list_cameras, open_source, parse_device
 from sharpcam.webrtc.track import NewestSlot
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,20 @@ def open_source_track(spec: str) -> SourceTrack:
     """
     device = parse_device(spec)
     if isinstance(device, int) or spec.startswith("/dev/"):
-        return SourceTrack(lambda: open_source(device=device))
+        try:
+            return SourceTrack(lambda: open_source(device=device))
+        except SourceError as exc:  # its advice names the run command's flags
+            log.info("--source %s: %s", spec, exc)
+            others = [i for i in list_cameras() if i != device]
+            hint = (
+                f"cameras that open: {', '.join(map(str, others))} (try --source {others[0]})"
+                if others
+                else "no camera opens here"
+            )
+            raise SourceError(
+                f"--source {spec}: camera {spec} did not open; {hint}; or pass a video file "
+                "to --source (e.g. --source clip.mp4)"
+            ) from exc
     path = Path(spec)
     if not path.is_file():
         raise SourceError(
