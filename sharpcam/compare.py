@@ -56,7 +56,9 @@ def side_by_side(original: np.ndarray, sharpened: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([left, right]))
 
 
-def busiest_crop(original: np.ndarray, sharpened: np.ndarray, size: tuple[int, int]) -> tuple:
+def busiest_crop(
+    original: np.ndarray, sharpened: np.ndarray, size: tuple[int, int]
+) -> tuple[int, int]:
     """``(top, left)`` of the ``size = (h, w)`` window where the two images differ most."""
     ch, cw = size
     diff = np.abs(sharpened.astype(np.int16) - original.astype(np.int16)).mean(axis=2)
