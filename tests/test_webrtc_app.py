@@ -73,6 +73,7 @@ def test_serves_the_page_files_with_their_types(invert_engine) -> None:
                 "model": "invert test model",
                 "max_peers": 4,
                 "peers": 0,
+                "scale": 1,
             }
 
     asyncio.run(run())

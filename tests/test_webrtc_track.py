@@ -37,6 +37,15 @@ class GatedInvert:
         return 255 - frame
 
 
+class X2Invert:
+    """A ×2 processor: each pixel becomes a 2x2 block, inverted (``scale`` says 2)."""
+
+    scale = 2
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        return 255 - np.repeat(np.repeat(frame, 2, axis=0), 2, axis=1)
+
+
 class Broken:
     def process(self, frame: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")
@@ -159,6 +168,54 @@ def test_sharpen_off_and_split_change_live(invert_engine, executor) -> None:
         track.stop()
 
     asyncio.run(run())
+
+
+def test_a_x2_processor_is_split_against_a_plain_upscale(executor) -> None:
+    async def run() -> None:
+        source = QueueTrack()  # 16x16 frames
+        track = SharpenTrack(source, X2Invert(), executor=executor, view=View(split=0.5))
+        source.push(100, pts=1)
+        frame = await track.recv()
+        rgb = frame.to_ndarray(format="rgb24")
+        assert rgb.shape == (32, 32, 3) and frame.pts == 1
+        # left: the frame enlarged by plain interpolation; right: the model's ×2 output
+        assert (rgb[:, :16] == 100).all() and (rgb[:, 16:] == 155).all()
+        stats = track.stats()
+        assert (stats.width_in, stats.height_in, stats.width_out, stats.height_out) == (
+            16,
+            16,
+            32,
+            32,
+        )
+        # sharpening off: still the output size (the encoder never sees the size change)
+        track.view = View(sharpen=False)
+        source.push(100, pts=2)
+        rgb = (await track.recv()).to_ndarray(format="rgb24")
+        assert rgb.shape == (32, 32, 3) and (rgb == 100).all()
+        assert track.stats().errors == 0
+        track.stop()
+
+    asyncio.run(run())
+
+
+def test_a_x2_processor_that_returns_the_input_size_is_an_error(executor, caplog) -> None:
+    class X2Liar:
+        scale = 2
+
+        def process(self, frame: np.ndarray) -> np.ndarray:
+            return 255 - frame
+
+    async def run() -> None:
+        source = QueueTrack()
+        track = SharpenTrack(source, X2Liar(), executor=executor, view=View(split=0.0))
+        source.push(70, pts=1)
+        rgb = (await track.recv()).to_ndarray(format="rgb24")
+        assert rgb.shape == (32, 32, 3) and (rgb == 70).all()  # the plain upscale instead
+        assert track.stats().errors == 1
+        track.stop()
+
+    asyncio.run(run())
+    assert "expected uint8 (32, 32, 3)" in caplog.text
 
 
 @pytest.mark.parametrize("model", [Broken(), WrongShape()], ids=["raises", "wrong-shape"])

@@ -6,6 +6,13 @@
 "use strict";
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
+// What the page sends (RTCRtpEncodingParameters): a smaller, bitrate-capped stream shows
+// what a poor link delivers, and what a ×2 model makes of it.
+const SEND_PRESETS = {
+  full: { scaleResolutionDownBy: 1 },
+  half: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  quarter: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+};
 const STATS_INTERVAL_MS = 1000;
 const SPLIT_SEND_INTERVAL_MS = 50;
 
@@ -23,6 +30,7 @@ const state = {
   channel: null,
   localStream: null,
   sharpen: params.get("sharpen") !== "0",
+  send: SEND_PRESETS[params.get("send")] ? params.get("send") : null, // null: by the model
   split: clamp(Number(params.get("split") ?? 0.5)),
   lastStats: null,
   serverMs: 0,
@@ -121,7 +129,10 @@ async function start() {
       });
       const track = state.localStream.getVideoTracks()[0];
       track.contentHint = "detail";
-      transceiver = pc.addTransceiver(track, { direction: "sendrecv" });
+      transceiver = pc.addTransceiver(track, {
+        direction: "sendrecv",
+        sendEncodings: [{ ...SEND_PRESETS[state.send] }],
+      });
     }
     preferCodec(transceiver, params.get("codec"));
 
@@ -178,7 +189,23 @@ function stop(resetStatus = true) {
   if (resetStatus) setStatus("stopped");
 }
 
-// --- controls: divider and toggle ----------------------------------------------------
+// --- controls: divider, toggle and what the page sends ------------------------------
+
+async function applySend() {
+  // change the camera stream's size and bitrate live, without renegotiating
+  const sender = state.pc?.getSenders().find((s) => s.track && s.track.kind === "video");
+  if (!sender) return;
+  const parameters = sender.getParameters();
+  if (!parameters.encodings || parameters.encodings.length === 0) return;
+  const encoding = parameters.encodings[0];
+  delete encoding.maxBitrate;
+  Object.assign(encoding, SEND_PRESETS[state.send]);
+  try {
+    await sender.setParameters(parameters);
+  } catch (err) {
+    setStatus(`cannot change what is sent: ${err.message || err}`, true);
+  }
+}
 
 function sendView() {
   const channel = state.channel;
@@ -237,6 +264,10 @@ function wireControls() {
     sendView();
   });
   $("remote").addEventListener("resize", keepVideoShape);
+  $("send").addEventListener("change", (event) => {
+    state.send = event.target.value;
+    applySend();
+  });
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", () => stop());
   window.addEventListener("pagehide", () => stop(false));
@@ -277,6 +308,10 @@ function onServerMessage(data) {
   show("fig-model-ms", msg.model_ms, 1);
   show("fig-model-p95", msg.model_ms_p95, 1);
   show("fig-server-ms", msg.server_ms, 1);
+  show(
+    "fig-server-size",
+    msg.width_in ? `${msg.width_in}×${msg.height_in} → ${msg.width_out}×${msg.height_out}` : null,
+  );
   show("fig-dropped", msg.dropped);
   show("fig-errors", msg.errors);
   state.serverMs = msg.server_ms;
@@ -338,7 +373,18 @@ async function init() {
     return;
   }
   const receiveOnly = state.config.mode === "receive";
-  $("mode").textContent = receiveOnly ? "receive-only: the server's source" : "relay: your camera";
+  const scale = state.config.scale || 1;
+  $("mode").textContent =
+    (receiveOnly ? "receive-only: the server's source" : "relay: your camera") +
+    (scale > 1 ? ` (×${scale} model)` : "");
+  if (scale > 1) {
+    $("label-left").textContent = `plain ×${scale} upscale`;
+    $("label-right").textContent = `sharpcam ×${scale}`;
+  }
+  // a ×2 model is there for small streams: send half size unless the address says otherwise
+  state.send = state.send || (scale > 1 ? "half" : "full");
+  $("send").value = state.send;
+  $("send-control").hidden = receiveOnly;
   show("fig-model", state.config.model || "–");
   setStatus("idle");
   if (params.get("autostart") !== "0") start();

@@ -5,7 +5,8 @@ Endpoints (aiortc's server-example layout):
 * ``GET /``, ``GET /client.js``, ``GET /style.css``: the page, from ``sharpcam/static``.
   Nothing else is served: no path from a request ever reaches the file system.
 * ``GET /config``: ``{"mode": "relay"|"receive", "model": str, "max_peers": int,
-  "peers": int}``, so the page knows whether to ask for the camera.
+  "peers": int, "scale": int}``, so the page knows whether to ask for the camera and
+  whether the model enlarges (``scale`` 2: a ×2 model).
 * ``POST /offer``: JSON ``{"sdp": str, "type": "offer"}`` plus optional ``"sharpen": bool``
   and ``"split": float`` in [0, 1]; answers ``{"sdp": str, "type": "answer"}``. The answer
   holds all ICE candidates (aiortc does not trickle). Errors are JSON ``{"error": str}``:
@@ -51,7 +52,7 @@ from aiortc.contrib.media import MediaBlackhole
 from sharpcam.webrtc.access import AccessPolicy, access_middleware
 from sharpcam.webrtc.limits import FD_ERRNOS, FdIncidents, head_clock_middleware
 from sharpcam.webrtc.source import Fanout
-from sharpcam.webrtc.track import FrameProcessor, SharpenTrack, View
+from sharpcam.webrtc.track import FrameProcessor, SharpenTrack, View, scale_of
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ class Relay:
             "model": self.label,
             "max_peers": self.settings.max_peers,
             "peers": len(self._peers),
+            "scale": scale_of(self.processor),
         }
 
     def pending(self, remote: str) -> int:

@@ -26,6 +26,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -39,11 +40,27 @@ T = TypeVar("T")
 class FrameProcessor(Protocol):
     """What the relay needs of a model: ``sharpcam.engine.Engine`` is one.
 
-    ``process`` takes an ``HxWx3 uint8 RGB`` frame of any size and returns a new array of
-    the same shape and dtype. It is called from one worker thread at a time.
+    ``process`` takes an ``HxWx3 uint8 RGB`` frame of any size and returns a new uint8
+    array ``scale`` times its height and width (``scale``: an optional attribute, 1 when
+    absent; a ×2 model has 2). It is called from one worker thread at a time.
     """
 
     def process(self, frame: np.ndarray) -> np.ndarray: ...
+
+
+def scale_of(processor: object) -> int:
+    """The processor's output scale: its ``scale`` attribute, else 1."""
+    scale = getattr(processor, "scale", 1)
+    return scale if isinstance(scale, int) and scale >= 1 else 1
+
+
+def plain_upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
+    """``rgb`` enlarged ``scale`` times by bicubic interpolation: what a receiver shows
+    without sharpcam (itself when ``scale`` is 1)."""
+    if scale == 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,8 @@ class TrackStats:
             (0 while sharpening is off).
         server_ms: median time from a frame's arrival to its result reaching the encoder.
         sharpen, split: the current :class:`View`.
+        width_in, height_in: size of the last frame received (0 before the first).
+        width_out, height_out: size of the last frame sent (``scale`` times the input).
     """
 
     frames_in: int = 0
@@ -119,6 +138,10 @@ class TrackStats:
     server_ms: float = 0.0
     sharpen: bool = True
     split: float = 0.5
+    width_in: int = 0
+    height_in: int = 0
+    width_out: int = 0
+    height_out: int = 0
 
 
 class NewestSlot(Generic[T]):
@@ -233,6 +256,8 @@ class SharpenTrack(MediaStreamTrack):
         self._errors = 0
         self._out_of_order = 0
         self._last_pts: int | None = None
+        self._size_in = (0, 0)
+        self._size_out = (0, 0)
 
     # --- aiortc's side ------------------------------------------------------------------
 
@@ -282,6 +307,10 @@ class SharpenTrack(MediaStreamTrack):
             server_ms=_percentile(w.server, 50),
             sharpen=self.view.sharpen,
             split=self.view.split,
+            width_in=self._size_in[0],
+            height_in=self._size_in[1],
+            width_out=self._size_out[0],
+            height_out=self._size_out[1],
         )
 
     # --- the two loops ------------------------------------------------------------------
@@ -320,22 +349,30 @@ class SharpenTrack(MediaStreamTrack):
             self._outgoing.finish()
 
     def _render(self, frame: VideoFrame, view: View) -> tuple[VideoFrame, float | None]:
-        """Worker thread: frame → RGB → model → split view → frame with the same pts."""
+        """Worker thread: frame → RGB → model → split view → frame with the same pts.
+
+        For a ×``scale`` processor the "original" side is the frame enlarged by plain
+        bicubic interpolation, so both sides, and every frame sent, have the model's output
+        size whether sharpening is on or off."""
         rgb = frame.to_ndarray(format="rgb24")
+        scale = scale_of(self._processor)
         model_ms: float | None = None
-        shown = rgb
+        base = plain_upscale(rgb, scale)
+        shown = base
         if view.sharpen and view.split < 1.0:
             start = time.perf_counter()
             try:
                 sharp = self._processor.process(rgb)
                 model_ms = (time.perf_counter() - start) * 1000.0
-                shown = compose_split(rgb, _check_output(sharp, rgb), view.split)
+                shown = compose_split(base, _check_output(sharp, base), view.split)
             except Exception as exc:
                 self._errors += 1
                 if self._errors == 1:
                     log.error(
                         "the model failed on a %s frame; sending it unsharpened: %s", rgb.shape, exc
                     )
+        self._size_in = (rgb.shape[1], rgb.shape[0])
+        self._size_out = (shown.shape[1], shown.shape[0])
         out = VideoFrame.from_ndarray(np.ascontiguousarray(shown), format="rgb24")
         out.pts = frame.pts
         out.time_base = frame.time_base
