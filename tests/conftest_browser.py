@@ -69,6 +69,51 @@ def write_invert_model(path: Path) -> Path:
     return path
 
 
+def write_invert_x2_model(path: Path) -> Path:
+    """A ×2 model of the sharpcam contract with the same unmistakable effect: each pixel
+    becomes a 2x2 block (a 1x1 convolution makes 4 copies per channel, ``DepthToSpace``
+    lays them out) of its colour negative. Its metadata says ``sharpcam.scale = 2``."""
+    kernel = np.zeros((12, 3, 1, 1), np.float32)
+    for c in range(3):
+        kernel[c * 4 : c * 4 + 4, c] = -1.0  # 1 - x through the bias below
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", [INPUT_NAME, "kernel", "bias"], ["copies"]),
+            helper.make_node("DepthToSpace", ["copies"], ["big"], blocksize=2, mode="CRD"),
+            helper.make_node("Clip", ["big", "zero", "one"], [OUTPUT_NAME]),
+        ],
+        "invert_x2",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+        initializer=[
+            helper.make_tensor("kernel", TensorProto.FLOAT, [12, 3, 1, 1], kernel.ravel()),
+            helper.make_tensor("bias", TensorProto.FLOAT, [12], [1.0] * 12),
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (("scale", "2"), ("mode", "x2"), ("tier", "quality")):
+        model.metadata_props.add(key=f"sharpcam.{key}", value=value)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def invert_x2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of the ×2 invert model (see :func:`write_invert_x2_model`)."""
+    return write_invert_x2_model(tmp_path_factory.mktemp("models") / "invert_x2.onnx")
+
+
+@pytest.fixture(scope="session")
+def invert_x2_engine(invert_x2_model: Path) -> Engine:
+    """A real :class:`~sharpcam.engine.Engine` (ONNX Runtime, CPU) running the ×2 invert
+    model."""
+    return Engine(invert_x2_model, provider="cpu", threads=1, upscale=2)
+
+
 @pytest.fixture(scope="session")
 def invert_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of the invert model (see :func:`write_invert_model`)."""

@@ -24,7 +24,7 @@ from sharpcam.webrtc import BackgroundServer  # noqa: E402
 from sharpcam.webrtc.access import AccessPolicy, new_token  # noqa: E402
 from sharpcam.webrtc.source import open_source_track  # noqa: E402
 
-pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
+pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine, invert_x2_engine
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -244,3 +244,79 @@ def test_a_full_relay_is_reported_on_the_page_and_a_freed_slot_reused(
         second.click("#start")
         wait_connected_with_frames(second, frames=2)
         context.close()
+
+
+def server_sizes(server: BackgroundServer) -> tuple[int, int, int, int] | None:
+    """The peer's last frame sizes on the server: width and height in, and out."""
+
+    def read() -> tuple[int, int, int, int] | None:
+        peers = list(server.relay.peers)
+        if not peers or peers[0].track is None:
+            return None
+        s = peers[0].track.stats()
+        return (s.width_in, s.height_in, s.width_out, s.height_out)
+
+    return server.call(read)  # type: ignore[return-value]
+
+
+def wait_server_sizes(server: BackgroundServer, page: Any, want: Any, what: str) -> tuple:
+    for _ in range(300):  # a guard against hangs (30 s), not a speed claim
+        sizes = server_sizes(server)
+        if sizes is not None and want(sizes):
+            return sizes
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{what}: server sizes are {server_sizes(server)}")
+
+
+def test_a_x2_relay_gets_a_reduced_stream_and_sends_it_back_twice_as_large(
+    browser: Any, invert_x2_engine: Any
+) -> None:
+    original = np.array(COLOUR, float)
+    relay = make_relay(invert_x2_engine, stats_interval_s=0.5)
+    with BackgroundServer(relay) as server:
+        context = browser.new_context(viewport={"width": 1100, "height": 800})
+        page, errors = open_page(context, server.url)
+        wait_connected_with_frames(page)
+        assert page.text_content("#mode") == "relay: your camera (×2 model)"
+        assert page.text_content("#label-left") == "plain ×2 upscale"
+        assert page.text_content("#label-right") == "sharpcam ×2"
+        # a ×2 model: the page sends half its camera's size (640x480 -> 320x240, or less
+        # if the browser's own adaptation lowers it further) with a capped bitrate...
+        assert page.input_value("#send") == "half"
+        w_in, h_in, w_out, h_out = wait_server_sizes(
+            server, page, lambda s: 0 < s[0] <= 320, "half size sent"
+        )
+        assert (w_out, h_out) == (2 * w_in, 2 * h_in)
+        parameters = page.evaluate(SENDER_ENCODING_JS)
+        assert parameters["scaleResolutionDownBy"] == 2
+        assert parameters["maxBitrate"] == 500_000
+        # ...and gets back twice that: plain upscale | the model's ×2 (its colour negative)
+        regions_become(page, original, 255 - original, "plain upscale | sharpcam ×2")
+        wait_for(
+            page,
+            "() => document.getElementById('fig-server-size').textContent.includes('→')",
+            what="the sizes figure",
+        )
+        shown = figures(page)["fig-server-size"]
+        assert shown == f"{w_in}×{h_in} → {w_out}×{h_out}", shown
+
+        # live: a quarter at 150 kbit/s, then the full camera, without renegotiating
+        page.select_option("#send", "quarter")
+        wait_server_sizes(server, page, lambda s: 0 < s[0] <= 160, "quarter size sent")
+        assert page.evaluate(SENDER_ENCODING_JS)["maxBitrate"] == 150_000
+        page.select_option("#send", "full")
+        wait_server_sizes(server, page, lambda s: s[0] > 320, "full size sent")
+        assert "maxBitrate" not in page.evaluate(SENDER_ENCODING_JS)
+        regions_become(page, original, 255 - original, "full size, ×2")
+        assert errors == []
+        context.close()
+
+
+#: The page's video sender's first encoding (``RTCRtpSender.getParameters``).
+SENDER_ENCODING_JS = """() => {
+  const sender = state.pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  const e = sender.getParameters().encodings[0];
+  const out = { scaleResolutionDownBy: e.scaleResolutionDownBy };
+  if (e.maxBitrate !== undefined) out.maxBitrate = e.maxBitrate;
+  return out;
+}"""

@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 
 pytest.register_assert_rewrite("conftest_browser")
 
 from conftest_browser import (  # noqa: E402
+    COLOUR,
     INVERTED_COLOUR,
     ColourTrack,
     connect,
@@ -33,7 +35,7 @@ from conftest_browser import (  # noqa: E402
 from sharpcam.webrtc import ServeSettings, main, url_for  # noqa: E402
 from sharpcam.webrtc.server import QUIET_LOGGERS, configure_logging  # noqa: E402
 
-pytest_plugins = ["conftest_browser"]  # fixtures: invert_model
+pytest_plugins = ["conftest_browser"]  # fixtures: invert_model, invert_x2_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,6 +83,12 @@ def test_an_address_of_another_machine_is_named_as_such(invert_model, capsys) ->
     assert code == 1 and err.startswith("sharpcam serve: error: cannot listen on --host")
     assert "192.0.2.1" in err and "not an address of this machine" in err
     assert "--port" not in err and "\n" not in err
+
+
+def test_upscale_2_with_a_restore_model_is_one_line(invert_model: Path, capsys) -> None:
+    code, err = run_main(["--upscale", "2", "--model", str(invert_model), "--port", "0"], capsys)
+    assert code != 0 and err.startswith("sharpcam serve: error:") and "\n" not in err
+    assert "invert.onnx is a ×1" in err and "--upscale 2" in err, err
 
 
 def test_a_missing_model_names_the_file(tmp_path: Path, capsys) -> None:
@@ -173,6 +181,24 @@ def test_the_server_relays_and_closes_its_peers_on_ctrl_c(invert_model: Path) ->
         assert "aioice" not in err and "aiortc" not in err, err[:2000]
         await wait_until(lambda: client.pc.connectionState == "closed", "the client to see it")
         await client.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_the_server_sends_back_twice_the_size_with_a_x2_model(invert_x2_model: Path) -> None:
+    async def run() -> None:
+        proc, url = await start_server("--model", str(invert_x2_model), "--upscale", "2")
+        client = await connect(url, track=ColourTrack(160, 120))
+        await wait_until(lambda: len(client.frames) >= 3, "frames from the ×2 relay")
+        frame = client.frames[-1].to_ndarray(format="rgb24")
+        assert frame.shape == (240, 320, 3)
+        # left of the divider: a plain upscale of what was sent; right: the ×2 model
+        assert abs(mean_rgb(frame, 0.05, 0.4) - np.array(COLOUR)).max() < 25
+        assert abs(mean_rgb(frame, 0.6, 0.95) - INVERTED_COLOUR).max() < 25
+        await client.close()
+        code, _, err = await interrupt(proc)
+        assert code == 0, err
 
     asyncio.run(run())
 

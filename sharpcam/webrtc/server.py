@@ -57,6 +57,8 @@ class ServeSettings:
             relay mode, each page sends its own camera.
         model: ONNX model; ``None``: the shipped default.
         provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
+        upscale: 1 (restore) or 2 (a ×2 model: each page's stream comes back twice as
+            large, split against a plain upscale).
         allow_hosts: more names the relay answers to (a reverse proxy's), any port.
         connect_timeout_s: an answered offer that has not connected by then frees its slot.
         max_connections: HTTP connections open at once.
@@ -71,6 +73,7 @@ class ServeSettings:
     source: str | None = None
     model: Path | None = None
     provider: str = "auto"
+    upscale: int = 1
     allow_hosts: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     max_connections: int = 64
@@ -80,6 +83,8 @@ class ServeSettings:
             raise UsageError(f"--port must be in 0..65535, got {self.port}")
         if self.max_peers < 1:
             raise UsageError(f"--max-peers must be at least 1, got {self.max_peers}")
+        if self.upscale not in (1, 2):
+            raise UsageError(f"--upscale must be 1 or 2, got {self.upscale}")
         if not self.connect_timeout_s > 0:
             raise UsageError(f"--connect-timeout must be positive, got {self.connect_timeout_s}")
         if self.max_connections < 1:
@@ -351,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX Runtime execution provider",
     )
     parser.add_argument(
+        "--upscale",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: a ×2 model (--model PATH, or the x2 models in models/); pages send a "
+        "smaller stream and get it back twice as large, beside a plain upscale",
+    )
+    parser.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -403,6 +416,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         source=args.source,
         model=args.model,
         provider=args.provider,
+        upscale=args.upscale,
         allow_hosts=tuple(args.allow_host),
         connect_timeout_s=args.connect_timeout,
         max_connections=args.max_connections,
@@ -412,7 +426,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
 @contextlib.contextmanager
 def _opened(settings: ServeSettings) -> Iterator[Relay]:
     """The engine, the source (receive-only) and the relay for ``settings``."""
-    from sharpcam.engine import Engine
+    from sharpcam.runtime import EngineSettings, open_engine
 
     # The source first: a wrong --source is reported before the model is loaded.
     source = None
@@ -421,12 +435,18 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
 
         source = open_source_track(settings.source)
     try:
-        engine = Engine(settings.model, provider=settings.provider)
+        engine = open_engine(
+            EngineSettings(
+                model=settings.model, provider=settings.provider, upscale=settings.upscale
+            )
+        )
     except BaseException:
         if source is not None:
             source.close()
         raise
     label = f"{engine.model_path.name} on {engine.provider}"
+    if engine.scale > 1:
+        label += f" (×{engine.scale})"
     try:
         relay = Relay(
             engine,
