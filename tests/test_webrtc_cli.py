@@ -33,7 +33,7 @@ from conftest_browser import (  # noqa: E402
 )
 
 from sharpcam.webrtc import ServeSettings, main, url_for  # noqa: E402
-from sharpcam.webrtc.server import QUIET_LOGGERS, configure_logging  # noqa: E402
+from sharpcam.webrtc.command import QUIET_LOGGERS, configure_logging  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_model, invert_x2_model
 

@@ -24,8 +24,8 @@ from conftest_browser import (  # noqa: E402
 )
 
 from sharpcam.webrtc.app import RelaySettings  # noqa: E402
+from sharpcam.webrtc.command import ServeSettings, build_parser  # noqa: E402
 from sharpcam.webrtc.limits import HttpLimits  # noqa: E402
-from sharpcam.webrtc.server import ServeSettings, build_parser  # noqa: E402
 
 pytest_plugins = ["conftest_browser"]  # fixtures: invert_engine
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from sharpcam.webrtc.server import main
+from sharpcam.webrtc.command import main
 
 sys.exit(main())
