@@ -54,7 +54,7 @@ def test_a_mixed_run_fills_the_cache_once_and_records_the_mix(
         (["--degradation", "call:1", "--no-teacher"], None),
         (["--degradation", "call:1", "--w-teacher", "0.9"], "add --no-teacher"),
         (["--mode", "x3"], "unknown --mode"),
-        (["--mode", "x2"], "add --no-teacher"),
+        (["--mode", "x2"], None),  # seed x2 with a teacher: Restormer gets the bicubic x2
     ],
 )
 def test_bad_mixes_and_modes_are_one_line(extra: list[str], match: str | None) -> None:

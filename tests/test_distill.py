@@ -21,6 +21,7 @@ import torch
 import training.distill as distill
 import training.train as train
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
+from tests.helpers_training import TinyX2, trained_like
 from tests.synthetic import write_photo, write_photos
 from training.checkpoints import load_student, read_history, save_checkpoint
 from training.onnx_io import read_metadata
@@ -64,6 +65,7 @@ class TestEndToEnd:
             "config.json", "split.json", "report.md", "report.json", "curves.png",
             "showcase.png", "sharpcam.onnx", "student_a/best.pt", "student_a/last.pt",
             "student_a/history.csv", "student_b/best.pt", "student_b/history.csv",
+            "teacher.json", "MODEL_CARD.md",
         ):  # fmt: skip
             assert (finished_run / name).is_file(), name
         assert len(list((finished_run / "showcase").glob("*.png"))) == 2
@@ -250,6 +252,180 @@ class TestWithTeacherAndVGG:
         assert len(cached) == 8  # 4 patches of each half, computed once
         row = read_history(out / "student_a" / "history.csv")[0]
         assert all(float(row[k]) > 0 for k in ("loss_teacher", "loss_gt", "loss_perceptual"))
+
+
+def exported_teacher(path: Path, model: torch.nn.Module) -> Path:
+    from training.onnx_io import export_model
+
+    export_model(model, path, metadata={})
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TestTeacherModel:
+    """A sharpcam model as the frozen teacher (issue 10): an exported ONNX or a best.pt."""
+
+    def test_onnx_teacher_is_cached_and_recorded(self, photos: Path, tmp_path: Path) -> None:
+        teacher = exported_teacher(tmp_path / "quality.onnx", Ensemble([trained_like(3, 8, 1)]))
+        digest = file_sha256(teacher)
+        out, cache = tmp_path / "run", tmp_path / "cache"
+        code = run_main(
+            "--data", photos, "--out", out, *TINY, "--max-patches", "4", "--no-perceptual",
+            "--teacher-model", teacher, "--cache-dir", cache, "--tier", "fast",
+        )  # fmt: skip
+        assert code == 0
+        # one cached output per training patch of each half, under the file's SHA-256
+        cached = sorted((cache / "teacher-outputs" / f"sharpcam-{digest}").rglob("*.npy"))
+        assert len(cached) == 8
+        assert np.load(cached[0]).shape == (32, 32, 3)
+        report = json.loads((out / "report.json").read_text())
+        assert report["facts"]["loss"] == "0.9*L1(S,T) + 0.1*L1(S,GT)"
+        assert report["facts"]["teacher"].startswith(
+            f"sharpcam model quality.onnx (x1, sha256 {digest[:12]}"
+        )
+        assert report["rows"][-1]["method"] == "teacher (sharpcam)"
+        meta = read_metadata(out / "sharpcam.onnx")
+        assert meta["sharpcam.teacher"] == report["facts"]["teacher"]
+        assert (meta["sharpcam.tier"], meta["sharpcam.mode"], meta["sharpcam.scale"]) == (
+            "fast", "restore", "1"
+        )  # fmt: skip
+        assert "sharpcam model quality.onnx" in (out / "report.md").read_text()
+        card = (out / "MODEL_CARD.md").read_text()
+        assert "sharpcam model quality.onnx" in card and "fast" in card
+        assert "degraded input (identity)" in card
+        row = read_history(out / "student_a" / "history.csv")[0]
+        assert row["loss_teacher"] > 0
+
+    def test_cached_targets_are_the_teacher_outputs(self, tmp_path: Path) -> None:
+        from training.model_teacher import load_model_teacher
+        from training.teacher import TeacherCache
+
+        model = Ensemble([trained_like(4, 8, 1)])
+        teacher = load_model_teacher(
+            exported_teacher(tmp_path / "t.onnx", model), torch.device("cpu")
+        )
+        patch = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+        got = TeacherCache(tmp_path / "cache", teacher).get("seed/p0", patch)
+        with torch.no_grad():
+            x = torch.from_numpy(patch).permute(2, 0, 1)[None].float() / 255
+            expected = model(x)[0].permute(1, 2, 0).numpy()
+        assert np.abs(got - expected).max() <= 1e-3  # float16 storage
+
+    def test_student_checkpoint_teacher(
+        self, photos: Path, finished_run: Path, tmp_path: Path
+    ) -> None:
+        best = finished_run / "student_a" / "best.pt"
+        out = tmp_path / "run"
+        code = run_main(
+            "--data", photos, "--out", out, *TINY, "--max-patches", "4", "--no-perceptual",
+            "--teacher-model", best, "--cache-dir", tmp_path / "cache",
+        )  # fmt: skip
+        assert code == 0
+        meta = read_metadata(out / "sharpcam.onnx")
+        assert meta["sharpcam.teacher"].startswith("sharpcam model best.pt (x1, sha256 ")
+
+    def test_unreadable_teacher_model(self, photos: Path, tmp_path: Path, capsys) -> None:
+        bogus = tmp_path / "model.onnx"
+        bogus.write_text("not onnx")
+        out = tmp_path / "o"
+        code = run_main("--data", photos, "--out", out, "--no-perceptual", "--teacher-model", bogus)
+        assert code == 2
+        line = one_error_line(capsys)
+        assert "not a readable ONNX file" in line and "best.pt" in line
+        assert not (out / "config.json").exists()
+
+    def test_teacher_model_and_no_teacher_contradict(
+        self, photos: Path, tmp_path: Path, capsys
+    ) -> None:
+        teacher = tmp_path / "t.onnx"
+        teacher.write_bytes(b"x")
+        code = run_main(
+            "--data", photos, "--out", tmp_path / "o", *NO_NETS, "--teacher-model", teacher
+        )
+        assert code == 2
+        assert "contradict" in one_error_line(capsys)
+
+
+class TestX2Mode:
+    """``--mode x2``: half-size input, full-size output, exported with scale 2 (issue 9)."""
+
+    @pytest.fixture
+    def tiny_x2(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        import training.students as students
+
+        monkeypatch.setitem(students.STUDENTS, "tiny-x2", TinyX2)
+        return "tiny-x2"
+
+    def test_x2_run_with_an_x2_sharpcam_teacher(
+        self, photos: Path, tmp_path: Path, tiny_x2: str
+    ) -> None:
+        torch.manual_seed(1)
+        teacher = exported_teacher(tmp_path / "x2.onnx", Ensemble([TinyX2()]))
+        out, cache = tmp_path / "run", tmp_path / "cache"
+        code = run_main(
+            "--data", photos, "--out", out, *TINY, "--max-patches", "4", "--no-perceptual",
+            "--mode", "x2", "--student", tiny_x2, "--teacher-model", teacher,
+            "--cache-dir", cache,
+        )  # fmt: skip
+        assert code == 0
+        # the x2 teacher was fed the 16x16 input and its 32x32 outputs were cached
+        folder = cache / "teacher-outputs" / f"sharpcam-{file_sha256(teacher)}" / "seed-x2"
+        cached = sorted(folder.rglob("*.npy"))
+        assert len(cached) == 8 and np.load(cached[0]).shape == (32, 32, 3)
+        meta = read_metadata(out / "sharpcam.onnx")
+        assert (meta["sharpcam.scale"], meta["sharpcam.mode"], meta["sharpcam.tier"]) == (
+            "2", "x2", "quality"
+        )  # fmt: skip
+        assert meta["sharpcam.degradation"] == "seed"
+        assert float(meta["sharpcam.macs_per_pixel"]) > 0
+        assert meta["sharpcam.teacher"].startswith("sharpcam model x2.onnx (x2, ")
+        session = ort.InferenceSession(
+            str(out / "sharpcam.onnx"), providers=["CPUExecutionProvider"]
+        )
+        x = torch.rand(1, 3, 48, 64)
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        a = load_student(out / "student_a" / "best.pt")
+        b = load_student(out / "student_b" / "best.pt")
+        with torch.no_grad():
+            expected = Ensemble([a, b])(x).numpy()
+        assert got.shape == (1, 3, 96, 128)
+        assert np.abs(got - expected).max() <= 1e-4
+        report = json.loads((out / "report.json").read_text())
+        assert "bicubic" in report["facts"]["identity"]
+        assert [r["method"] for r in report["rows"]][-1] == "teacher (sharpcam)"
+        identity = report["rows"][0]
+        assert 0 < identity["ssim"] < 1 and identity["psnr"] > 15
+
+    def test_restormer_is_fed_the_bicubic_upscale(self) -> None:
+        from training.batches import teacher_feed
+        from training.teacher import Teacher
+
+        lr = np.zeros((16, 24, 3), np.uint8)
+        restormer_like = Teacher(torch.nn.Identity(), checkpoint_hash="0" * 64)
+        assert teacher_feed("x2", restormer_like)(lr).shape == (32, 48, 3)
+        x2_model = type("X2", (), {"scale": 2})()
+        assert teacher_feed("x2", x2_model)(lr).shape == (16, 24, 3)
+        assert teacher_feed("restore", restormer_like)(lr).shape == (16, 24, 3)
+
+    def test_x2_needs_an_x2_student(self, photos: Path, tmp_path: Path, capsys) -> None:
+        code = run_main("--data", photos, "--out", tmp_path / "o", *NO_NETS, "--mode", "x2")
+        assert code == 2
+        line = one_error_line(capsys)
+        assert "--mode x2 needs a student of scale 2, but 'residual' has scale 1" in line
+
+    def test_restore_refuses_an_x2_teacher(self, photos: Path, tmp_path: Path, capsys) -> None:
+        teacher = exported_teacher(tmp_path / "x2.onnx", Ensemble([TinyX2()]))
+        code = run_main(
+            "--data", photos, "--out", tmp_path / "o", "--no-perceptual",
+            "--teacher-model", teacher,
+        )  # fmt: skip
+        assert code == 2
+        assert "is a x2 model: --mode restore needs a x1 teacher" in one_error_line(capsys)
 
 
 class TestBadInput:

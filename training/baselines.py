@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.degradations import Degradation
 from training.metrics import image_scores
+from training.modes import DegradationLike
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class UnsharpMask:
 
 def tune_unsharp(
     images: Sequence[np.ndarray],
-    degradation: Degradation,
+    degradation: DegradationLike,
     *,
     sigmas: Sequence[float] = (0.5, 0.75, 1.0, 1.5, 2.0),
     amounts: Sequence[float] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0),

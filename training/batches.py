@@ -6,27 +6,39 @@ inputs here, so they cannot disagree on patch keys or on the degradation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from training.calldata import seed_lr
 from training.config import Config, RunError
 from training.data import PatchSet, Split
-from training.degradations import (
-    DEGRADATIONS,
-    Degradation,
-    MixError,
-    get_degradation,
-    parse_mix,
-)
+from training.degradations import DEGRADATIONS, MixError, get_degradation, parse_mix
+from training.modes import MODES, DegradationLike, model_scale, upscale
 
 
-def resolve_degradation(spec: str) -> Degradation:
-    """The per-image degradation of ``--degradation`` (the one place that reads the string):
-    the name itself, or for a mix such as ``call:0.8,seed:0.2`` its largest per-image part
-    (``seed`` when the mix is all call). Photo evaluation, the teacher cache and the
-    export's parity check use it; the call part comes from :mod:`training.calldata`.
+class HalfSizeSeed:
+    """The seed degradation's ``x2`` form: the patch at half size, the first step of the
+    seed's blur (:func:`training.calldata.seed_lr`), as the x2 training pairs use it."""
+
+    name = "seed-x2"
+    deterministic = True
+    description = "downsample x2 (OpenCV INTER_LINEAR); the model gets the half-size frame"
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        del rng
+        return seed_lr(image)
+
+
+def resolve_degradation(spec: str, scale: int = 1) -> DegradationLike:
+    """The per-image degradation of ``--degradation`` for models of ``scale`` (the one
+    place that reads the string): the name itself, or for a mix such as
+    ``call:0.8,seed:0.2`` its largest per-image part (``seed`` when the mix is all call).
+    Its output is the target's size divided by ``scale``. Photo evaluation, the teacher
+    cache and the export's parity check use it; the call part comes from
+    :mod:`training.calldata`.
     """
     try:
         mix = parse_mix(spec)
@@ -36,7 +48,24 @@ def resolve_degradation(spec: str) -> Degradation:
     name = parts[0].name if parts else "seed"
     if name not in DEGRADATIONS:
         raise RunError(f"unknown --degradation {name!r}: choose one of {', '.join(DEGRADATIONS)}")
-    return get_degradation(name)
+    if scale == 1:
+        return get_degradation(name)
+    if scale == 2 and name == "seed":
+        return HalfSizeSeed()
+    raise RunError(f"--degradation {name!r} has no x{scale} form: use seed or call")
+
+
+def run_degradation(config: Config) -> DegradationLike:
+    """The per-image degradation of a run, in the form ``--mode`` needs."""
+    return resolve_degradation(config.degradation, MODES[config.mode])
+
+
+def teacher_feed(mode: str, teacher: object) -> Callable[[np.ndarray], np.ndarray]:
+    """What the teacher is given for a degraded input of ``mode``: the input itself, or its
+    bicubic upscale when the teacher's scale is below the mode's (Restormer in ``x2``).
+    ``teacher`` None (no teacher term) gives the input itself."""
+    factor = MODES[mode] // model_scale(teacher) if teacher is not None else 1
+    return lambda image: upscale(image, factor)
 
 
 def half_patches(config: Config, split: Split, which: str, *, validation: bool = False) -> PatchSet:
@@ -58,7 +87,7 @@ def teacher_key(patches: PatchSet, index: int, config: Config) -> str:
     """The teacher-cache key of patch ``index`` degraded as ``config`` says."""
     from training.teacher import cache_key
 
-    degradation = resolve_degradation(config.degradation)
+    degradation = run_degradation(config)
     if not degradation.deterministic:
         raise RunError(
             f"degradation {config.degradation!r} is random: its teacher outputs cannot be "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from training.data import list_images
+from training.modes import MODES, TIERS
 
 if typing.TYPE_CHECKING:
     from training.losses import LossWeights
@@ -62,11 +63,19 @@ class Config:
         default="restore",
         metadata={"help": "restore (same size out) or x2 (the half-size decoded frame in)"},
     )
+    tier: str = field(
+        default="quality",
+        metadata={"help": "quality, balanced or fast: the tier recorded in the model"},
+    )
     call_sequences: int = field(
         default=2, metadata={"help": "call degradation: encoded sequences per photo"}
     )
     teacher: str | None = field(
         default=None, metadata={"help": "Restormer checkpoint (default: download to cache)"}
+    )
+    teacher_model: str | None = field(
+        default=None,
+        metadata={"help": "a sharpcam model as the teacher instead: exported .onnx or best.pt"},
     )
     no_teacher: bool = field(
         default=False, metadata={"help": "train without the teacher term (no distillation)"}
@@ -174,8 +183,26 @@ def check_config(config: Config) -> None:
         raise RunError(
             f"unknown --lr-schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"
         )
-    if config.patch_size % 8:
-        raise RunError("--patch-size must be a multiple of 8")
+    if config.mode not in MODES:
+        raise RunError(f"unknown --mode {config.mode!r}: choose one of {', '.join(MODES)}")
+    if config.tier not in TIERS:
+        raise RunError(f"unknown --tier {config.tier!r}: choose one of {', '.join(TIERS)}")
+    multiple = 8 * MODES[config.mode]
+    if config.patch_size % multiple:
+        raise RunError(
+            f"--patch-size must be a multiple of {multiple}"
+            + (" in --mode x2 (the input patch is half of it)" if multiple > 8 else "")
+        )
+    if config.teacher_model is not None:
+        if config.no_teacher:
+            raise RunError("--teacher-model and --no-teacher contradict: drop one")
+        if config.teacher is not None:
+            raise RunError("--teacher (Restormer) and --teacher-model: choose one teacher")
+        if not Path(config.teacher_model).is_file():
+            raise RunError(
+                f"--teacher-model {config.teacher_model} does not exist: pass an exported "
+                "sharpcam .onnx or a student's best.pt"
+            )
     teacher = 0.0 if config.no_teacher else config.w_teacher
     perceptual = 0.0 if config.no_perceptual else config.w_perceptual
     if not (teacher or config.w_gt or perceptual):
@@ -185,10 +212,8 @@ def check_config(config: Config) -> None:
 
 def check_degradation(config: Config, teacher: bool) -> None:
     """Raise :class:`RunError` for a ``--degradation`` mix or ``--mode`` that cannot train."""
-    from training.degradations import DEGRADATIONS, MODES, MixError, parse_mix
+    from training.degradations import DEGRADATIONS, MixError, parse_mix
 
-    if config.mode not in MODES:
-        raise RunError(f"unknown --mode {config.mode!r}: choose one of {', '.join(MODES)}")
     try:
         mix = parse_mix(config.degradation)
     except MixError as exc:
@@ -201,10 +226,10 @@ def check_degradation(config: Config, teacher: bool) -> None:
             )
         if config.mode == "x2" and not part.sequence and part.name != "seed":
             raise RunError(f"--mode x2 trains on call and seed only, not {part.name!r}")
-    if teacher and (mix.share("call") > 0 or config.mode == "x2"):
+    if teacher and mix.share("call") > 0:
         raise RunError(
-            "the teacher's outputs are cached per photo patch at full size, so call sequences "
-            "and --mode x2 have none: add --no-teacher"
+            "the teacher's outputs are cached per photo patch, so call sequences have none: "
+            "add --no-teacher, or train on a per-image degradation such as seed"
         )
     if config.call_sequences < 1:
         raise RunError("--call-sequences must be at least 1")

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from sharpcam.atomic import atomic_path, atomic_write_text
 from training.data import read_rgb
-from training.degradations import Degradation
 from training.metrics import image_scores
+from training.modes import DegradationLike, model_scale, upscale
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +62,35 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, i
 
 
 class TorchMethod:
-    """Run a ``(N,3,H,W) -> (N,3,H,W)`` model on one uint8 image (pad to 8, crop back)."""
+    """Run a ``(N,3,H,W) -> (N,3,sH,sW)`` model (scale ``s``, see
+    :func:`training.modes.model_scale`) on one uint8 image (pad to 8, crop back)."""
 
     def __init__(self, model: nn.Module, device: torch.device | str = "cpu") -> None:
         self.model = model.eval()
         self.device = torch.device(device)
+        self.scale = model_scale(model)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         x = x.permute(2, 0, 1)[None].float().div_(255.0)
         x, h, w = pad_to_multiple(x)
         with torch.inference_mode():
-            y = self.model(x)[..., :h, :w]
+            y = self.model(x)[..., : h * self.scale, : w * self.scale]
         y = y[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
         return y.cpu().numpy()
 
 
 class TeacherMethod:
-    """The frozen teacher on one uint8 image, in overlapping tiles to bound memory."""
+    """The frozen teacher on one uint8 image, in overlapping tiles to bound memory; with
+    ``factor`` > 1 it is given the input's bicubic upscale (Restormer in ``x2`` mode)."""
 
-    def __init__(self, teacher: object, tile: int = 512) -> None:
+    def __init__(self, teacher: object, tile: int = 512, factor: int = 1) -> None:
         self.teacher = teacher
         self.tile = tile
+        self.factor = factor
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = upscale(np.ascontiguousarray(image), self.factor)
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
         y = self.teacher(x, tile=self.tile)  # type: ignore[operator]
         return y[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -161,24 +166,28 @@ def evaluate(
     methods: dict[str, Method],
     folder: Path,
     names: Sequence[str],
-    degradation: Degradation,
+    degradation: DegradationLike,
     *,
     showcase: Sequence[str] = (),
     crop: int = 160,
     device: str = "cpu",
+    scale: int = 1,
 ) -> Evaluation:
     """Score ``methods`` (plus the identity) on the full test images ``names``.
 
     Args:
         methods: name -> sharpener; "identity" (the degraded input) is added first.
         folder: data folder; names: test image file names.
-        degradation: what turns a ground-truth image into the input.
+        degradation: what turns a ground-truth image into the input (``scale`` times
+            smaller than it).
         showcase: names whose detail crops are kept for the before/after figure.
+        scale: 2 in ``x2`` mode: every method maps the half-size input to the full size,
+            and the identity is the input's bicubic upscale.
 
     Returns:
         An :class:`Evaluation` whose rows are in the order identity, then ``methods``.
     """
-    all_methods: dict[str, Method] = {"identity": lambda image: image, **methods}
+    all_methods: dict[str, Method] = {"identity": lambda image: upscale(image, scale), **methods}
     per_image: dict[str, dict[str, tuple[float, float]]] = {}
     times: dict[str, list[float]] = {name: [] for name in all_methods}
     crops: dict[str, dict[str, np.ndarray]] = {}

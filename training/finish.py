@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from training.baselines import tune_unsharp
-from training.batches import resolve_degradation, to_batch
+from training.batches import run_degradation, to_batch
+from training.card import write_card
 from training.checkpoints import load_student, read_history
 from training.config import Config, RunError, config_command, read_config
 from training.data import Split, read_rgb
@@ -29,6 +30,7 @@ from training.evaluation import (
     save_showcase,
     write_report,
 )
+from training.modes import MODES, model_scale, on_upscaled, upscaled
 from training.onnx_io import export_model
 from training.plots import training_curves
 from training.students import Ensemble, count_parameters, macs_per_pixel
@@ -36,26 +38,39 @@ from training.world import pick_device
 
 ENSEMBLE = "ensemble (A+B)/2"
 
+#: ONNX metadata keys the runtime reads to find a model's mode, tier, scale and cost.
+META_SCALE = "sharpcam.scale"
+META_MODE = "sharpcam.mode"
+META_TIER = "sharpcam.tier"
+META_MACS = "sharpcam.macs_per_pixel"
+META_DEGRADATION = "sharpcam.degradation"
+META_TEACHER = "sharpcam.teacher"
+
 
 def evaluate_students(
     config: Config, split: Split, device: torch.device, teacher: typing.Any = None
 ) -> tuple[Evaluation, dict[str, object]]:
-    """Evaluate identity, unsharp mask, A, B, the ensemble (and the teacher) on the test set."""
+    """Evaluate identity, unsharp mask, A, B, the ensemble (and the teacher) on the test set.
+
+    In ``x2`` mode the identity and the unsharp mask work on the input's bicubic upscale.
+    """
     run = Path(config.out)
-    degradation = resolve_degradation(config.degradation)
+    scale = MODES[config.mode]
+    degradation = run_degradation(config)
     data = Path(split.data_dir)
     a = load_student(run / "student_a" / "best.pt").to(device)
     b = load_student(run / "student_b" / "best.pt").to(device)
     tuning = [img for img in (read_rgb(data / n) for n in split.train_a[:8]) if img is not None]
-    unsharp = tune_unsharp(tuning, degradation)
+    unsharp = tune_unsharp(tuning, upscaled(degradation, scale))
     methods = {
-        str(unsharp): unsharp,
+        str(unsharp): on_upscaled(unsharp, scale),
         "student A": TorchMethod(a, device),
         "student B": TorchMethod(b, device),
         ENSEMBLE: TorchMethod(Ensemble([a, b]), device),
     }
     if teacher is not None:
-        methods["teacher (Restormer)"] = TeacherMethod(teacher)
+        kind = "Restormer" if getattr(teacher, "kind", "restormer") == "restormer" else "sharpcam"
+        methods[f"teacher ({kind})"] = TeacherMethod(teacher, factor=scale // model_scale(teacher))
     evaluation = evaluate(
         methods,
         data,
@@ -63,8 +78,11 @@ def evaluate_students(
         degradation,
         showcase=split.showcase,
         device=str(device),
+        scale=scale,
     )
     facts = {"unsharp mask": f"{unsharp}, tuned for PSNR on 8 training images of half A"}
+    if scale > 1:
+        facts["identity"] = f"the degraded x{scale} smaller input upscaled with bicubic"
     return evaluation, facts
 
 
@@ -79,7 +97,7 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
     save_showcase(evaluation, run, [r.method for r in evaluation.rows])
     a = load_student(run / "student_a" / "best.pt")
     b = load_student(run / "student_b" / "best.pt")
-    metadata = onnx_metadata(config, split, a, evaluation.rows)
+    metadata = onnx_metadata(config, split, [a, b], evaluation.rows)
     export = export_model(
         Ensemble([a, b]),
         run / "sharpcam.onnx",
@@ -89,15 +107,18 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
     facts.update(
         {
             "command": config_command(config),
+            "model": f"mode {config.mode} (x{MODES[config.mode]}), tier {config.tier}",
             "student": recipe_line(config, a),
             "data": data_line(split),
             "loss": config.loss_weights.describe(),
-            "degradation": resolve_degradation(config.degradation).description,
+            "teacher": metadata[META_TEACHER],
+            "degradation": f"{config.degradation}: {run_degradation(config).description}",
             "onnx": f"{export.path} ({export.bytes / 1e3:.1f} kB), parity max abs diff "
             f"{export.parity_random:.1e} random / {export.parity_real or 0.0:.1e} real",
         }
     )
     write_report(evaluation, run, title="sharpcam distillation run", facts=facts)
+    write_card(run, export, metadata, evaluation, facts)
     summary = "\n".join(
         [
             "",
@@ -118,18 +139,27 @@ def real_sample(config: Config, split: Split) -> torch.Tensor:
     image = read_rgb(Path(split.data_dir) / name)
     if image is None:
         raise RunError(f"test image {name} cannot be decoded any more: restore it")
-    return to_batch([resolve_degradation(config.degradation)(image)], torch.device("cpu"))
+    degraded = run_degradation(config)(image)
+    h, w = degraded.shape[:2]
+    return to_batch([degraded[: h - h % 8, : w - w % 8]], torch.device("cpu"))
 
 
 def onnx_metadata(
-    config: Config, split: Split, student: nn.Module, rows: typing.Sequence[Row]
+    config: Config, split: Split, students: list[nn.Module], rows: typing.Sequence[Row]
 ) -> dict[str, str]:
-    """The ONNX ``metadata_props``: recipe, data, active loss terms, test figures."""
+    """The ONNX ``metadata_props``: mode, tier, scale, cost, recipe, data, degradation,
+    teacher, active loss terms, test figures."""
     by_name = {r.method: r for r in rows}
     identity, ensemble = by_name["identity"], by_name[ENSEMBLE]
     return {
-        "sharpcam.recipe": recipe_line(config, student),
+        META_SCALE: str(MODES[config.mode]),
+        META_MODE: config.mode,
+        META_TIER: config.tier,
+        META_MACS: f"{macs_per_pixel(Ensemble(students)):.0f}",
+        "sharpcam.recipe": recipe_line(config, students[0]),
         "sharpcam.data": data_line(split),
+        META_DEGRADATION: config.degradation,
+        META_TEACHER: recorded_teacher(config),
         "sharpcam.loss": config.loss_weights.describe(),
         "sharpcam.loss_off": ", ".join(
             name
@@ -146,8 +176,27 @@ def onnx_metadata(
             f"SSIM {ensemble.ssim:.4f} ({ensemble.d_ssim:+.4f}) "
             f"on {identity.images} full test images ({config.degradation} degradation)"
         ),
-        "sharpcam.students": "2",
+        "sharpcam.students": str(len(students)),
     }
+
+
+def teacher_line(config: Config, teacher: typing.Any) -> str:
+    """Which teacher a run distils from, in one line (recorded in ``RUN/teacher.json``)."""
+    if config.no_teacher or teacher is None:
+        return "none (--no-teacher): trained on ground truth only"
+    line = teacher.describe()
+    factor = MODES[config.mode] // model_scale(teacher)
+    return line + (f", given the input's bicubic x{factor} upscale" if factor > 1 else "")
+
+
+def recorded_teacher(config: Config) -> str:
+    """The teacher line a run recorded when it started."""
+    try:
+        return str(json.loads((Path(config.out) / "teacher.json").read_text())["teacher"])
+    except (OSError, ValueError, KeyError):
+        if config.no_teacher:
+            return teacher_line(config, None)
+        return "Restormer defocus deblurring (run made before teachers were recorded)"
 
 
 def recipe_line(config: Config, model: nn.Module) -> str:
@@ -189,7 +238,7 @@ def export_run(run_dir: Path, out: Path | None) -> int:
     rows = [Row(**r) for r in report["rows"]]
     a = load_student(run_dir / "student_a" / "best.pt")
     b = load_student(run_dir / "student_b" / "best.pt")
-    metadata = onnx_metadata(config, split, a, rows)
+    metadata = onnx_metadata(config, split, [a, b], rows)
     export_model(
         Ensemble([a, b]),
         out or run_dir / "sharpcam.onnx",

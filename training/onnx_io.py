@@ -3,7 +3,8 @@
 The graph holds both students and their mean (:class:`training.students.Ensemble`) and
 honours the runtime's contract (:mod:`sharpcam.contract`): input ``frames`` float32
 ``[N, 3, H, W]`` RGB in ``[0, 1]`` with dynamic N/H/W (H and W multiples of 8), output
-``sharpened`` of the same shape, clamped to ``[0, 1]``.
+``sharpened`` of the same shape, clamped to ``[0, 1]``. A model of the ``x2`` mode (scale
+2) has the same names with output ``[N, 3, 2H, 2W]``.
 
 Before anything is written, ``onnx.checker`` runs a full check and ONNX Runtime's output
 is compared with PyTorch's on a random and on a real input; a max abs difference above
@@ -30,6 +31,7 @@ from torch import nn
 
 from sharpcam.atomic import atomic_write_bytes
 from sharpcam.contract import INPUT_NAME, MULTIPLE, OUTPUT_NAME
+from training.modes import model_scale
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,14 @@ def to_onnx(model: nn.Module, sample: torch.Tensor) -> onnx.ModelProto:
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     proto = program.model_proto
-    for value in (*proto.graph.input, *proto.graph.output):
+    scale = model_scale(model)
+    out_h, out_w = ("height", "width") if scale == 1 else (f"height_x{scale}", f"width_x{scale}")
+    for value, (h, w) in (
+        *((v, ("height", "width")) for v in proto.graph.input),
+        *((v, (out_h, out_w)) for v in proto.graph.output),
+    ):
         dims = value.type.tensor_type.shape.dim
-        for index, name in ((0, "batch"), (2, "height"), (3, "width")):
+        for index, name in ((0, "batch"), (2, h), (3, w)):
             dims[index].ClearField("dim_value")
             dims[index].dim_param = name
     return proto
@@ -108,7 +115,8 @@ def export_model(
     """Export, check and atomically write ``model`` to ``path``.
 
     Args:
-        model: ``(N,3,H,W) -> (N,3,H,W)`` module (e.g. an :class:`Ensemble`), moved to CPU.
+        model: ``(N,3,H,W) -> (N,3,sH,sW)`` module (e.g. an :class:`Ensemble`) of scale
+            ``s`` 1 or 2 (:func:`training.modes.model_scale`), moved to CPU.
         path: destination ``.onnx`` file.
         metadata: key -> value strings stored as ONNX ``metadata_props``.
         real_input: a real degraded ``(1,3,H,W)`` frame in ``[0,1]`` (H, W multiples of 8)

@@ -20,12 +20,13 @@ import numpy as np
 from torch import nn
 
 from sharpcam.atomic import atomic_write_text
-from training.batches import half_patches, resolve_degradation, teacher_key
+from training.batches import half_patches, run_degradation, teacher_feed, teacher_key
 from training.calldata import fill_call_cache
 from training.config import Config, RunError
 from training.data import Split, make_split
-from training.finish import finish_run
-from training.students import STUDENTS
+from training.finish import finish_run, teacher_line
+from training.modes import MODES, model_scale
+from training.students import STUDENTS, build_student
 from training.train import train_student
 from training.weights import WeightsError, default_cache_dir
 from training.world import World, setup_world
@@ -50,7 +51,8 @@ def cache_root(config: Config) -> Path:
 
 
 def setup_teacher(config: Config, world: World):  # -> TeacherCache | None
-    """The teacher-output cache, or ``None`` when the teacher term is off."""
+    """The teacher-output cache (Restormer, or the sharpcam model of ``--teacher-model``),
+    or ``None`` when the teacher term is off."""
     from training.teacher import TeacherCache, load_teacher
 
     if config.no_teacher:
@@ -58,19 +60,45 @@ def setup_teacher(config: Config, world: World):  # -> TeacherCache | None
             "teacher: off (--no-teacher): no distillation term, students learn from ground truth"
         )
         return None
-    if not resolve_degradation(config.degradation).deterministic:
+    if not run_degradation(config).deterministic:
         raise RunError(
             f"degradation {config.degradation!r} is random: its teacher outputs cannot be "
             "cached per patch; use --no-teacher with it"
         )
-    try:
-        teacher = load_teacher(config.teacher, cache_dir=cache_root(config), device=world.device)
-    except WeightsError as exc:
-        raise WeightsError(
-            f"teacher unavailable: {exc} (or train without it: --no-teacher)"
-        ) from exc
-    log.info("teacher: Restormer defocus, sha256 %s..., frozen", teacher.checkpoint_hash[:12])
+    if config.teacher_model is not None:
+        from training.model_teacher import load_model_teacher
+
+        teacher = load_model_teacher(config.teacher_model, world.device)
+        mode_scale = MODES[config.mode]
+        if mode_scale % teacher.scale:
+            raise RunError(
+                f"--teacher-model {config.teacher_model} is a x{teacher.scale} model: "
+                f"--mode {config.mode} needs a "
+                + ("x1 teacher" if mode_scale == 1 else f"x1 or x{mode_scale} teacher")
+            )
+    else:
+        try:
+            teacher = load_teacher(
+                config.teacher, cache_dir=cache_root(config), device=world.device
+            )
+        except WeightsError as exc:
+            raise WeightsError(
+                f"teacher unavailable: {exc} (or train without it: --no-teacher)"
+            ) from exc
+    log.info("teacher: %s, frozen", teacher.describe())
     return TeacherCache(cache_root(config) / "teacher-outputs", teacher)
+
+
+def check_student(config: Config) -> None:
+    """The student exists and has the scale ``--mode`` needs."""
+    if config.student not in STUDENTS:
+        raise RunError(f"unknown --student {config.student!r}: choose one of {', '.join(STUDENTS)}")
+    scale = model_scale(build_student(config.student, **config.student_args))
+    if scale != MODES[config.mode]:
+        raise RunError(
+            f"--mode {config.mode} needs a student of scale {MODES[config.mode]}, "
+            f"but {config.student!r} has scale {scale}: choose a matching --student"
+        )
 
 
 def setup_perceptual(config: Config, world: World) -> nn.Module | None:
@@ -91,14 +119,15 @@ def setup_perceptual(config: Config, world: World) -> nn.Module | None:
 
 def fill_teacher_cache(config: Config, split: Split, teacher_cache: typing.Any) -> None:
     """Run the teacher once over every training patch of both halves."""
-    degradation = resolve_degradation(config.degradation)
+    degradation = run_degradation(config)
+    feed = teacher_feed(config.mode, teacher_cache.teacher)
 
     def items() -> Iterator[tuple[str, np.ndarray]]:
         for which in ("a", "b"):
             patches = half_patches(config, split, which)
             for i in range(len(patches)):
                 degraded = degradation(np.ascontiguousarray(patches[i]))
-                yield teacher_key(patches, i, config), degraded
+                yield teacher_key(patches, i, config), feed(degraded)
 
     computed = teacher_cache.precompute(items(), batch_size=8)
     log.info("teacher cache: %d outputs computed, the rest were cached", computed)
@@ -132,12 +161,17 @@ def load_or_make_split(config: Config, *, resume: bool) -> Split:
     return split
 
 
-def write_start(config: Config, split: Split, command: str) -> None:
-    """Record a run that has started: ``split.json``, ``config.json``, ``commands.log``."""
+def write_start(config: Config, split: Split, command: str, teacher: typing.Any) -> None:
+    """Record a run that has started: ``split.json``, ``teacher.json``, ``config.json``,
+    ``commands.log``."""
     out = Path(config.out)
     prepare_folder(out)
     if not (out / "split.json").exists():
         split.save(out / "split.json")
+    record = {"teacher": teacher_line(config, teacher)}
+    if teacher is not None:
+        record["sha256"] = teacher.checkpoint_hash
+    atomic_write_text(out / "teacher.json", json.dumps(record, indent=1) + "\n")
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
     if command:
         with open(out / "commands.log", "a") as fh:
@@ -152,15 +186,15 @@ def run(config: Config, *, resume: bool = False, command: str = "") -> int:
     """
     out = Path(config.out)
     world = setup_world(config.device)
-    if config.student not in STUDENTS:
-        raise RunError(f"unknown --student {config.student!r}: choose one of {', '.join(STUDENTS)}")
-    resolve_degradation(config.degradation)
+    check_student(config)
+    run_degradation(config)
     split = load_or_make_split(config, resume=resume) if world.main else None
     teacher_cache = setup_teacher(config, world)
     perceptual = setup_perceptual(config, world)
+    teacher = teacher_cache.teacher if teacher_cache is not None else None
     if world.main:
         assert split is not None
-        write_start(config, split, command)
+        write_start(config, split, command, teacher)
     world.barrier()
     if split is None:
         split = Split.load(out / "split.json")
@@ -186,5 +220,4 @@ def run(config: Config, *, resume: bool = False, command: str = "") -> int:
         world.barrier()
     if not world.main:
         return 0
-    teacher = teacher_cache.teacher if teacher_cache is not None else None
     return finish_run(config, split, world.device, teacher)

@@ -56,6 +56,11 @@ class Teacher:
     up in a student's optimizer or ``state_dict`` by being a sub-module of it.
     """
 
+    #: Names the cache folder of this teacher's outputs (``<kind>-<sha256>``).
+    kind = "restormer"
+    #: Output size / input size.
+    scale = 1
+
     def __init__(
         self,
         model: nn.Module,
@@ -73,6 +78,11 @@ class Teacher:
     def checkpoint_hash(self) -> str:
         """Hex SHA-256 of the checkpoint file (64 digits); part of every cache path."""
         return self._hash
+
+    def describe(self) -> str:
+        """One line for reports and model metadata."""
+        name = self.path.name if self.path is not None else "checkpoint"
+        return f"Restormer defocus deblurring, {name} (sha256 {self._hash[:12]}...)"
 
     def __call__(
         self, frames: torch.Tensor, *, tile: int | None = None, tile_overlap: int = 32
@@ -241,11 +251,13 @@ def cache_key(patch_id: str, degradation: str) -> str:
 class TeacherCache:
     """Teacher outputs on disk, computed on a miss.
 
-    Entries are ``<root>/restormer-<checkpoint sha256>/<key>.npy``: float16 arrays
-    ``HxWx3`` in ``[0, 1]``. float16 rather than 16-bit PNG because loading is a plain
-    read with no decoding (the training loop reads every entry each epoch) and its
-    rounding error (at most 2.4e-4 in [0.5, 1], less below) is 1/16 of an 8-bit step,
-    far below what the student can learn from 8-bit inputs; a 256x256 entry is 384 KiB.
+    Entries are ``<root>/<kind>-<checkpoint sha256>/<key>.npy`` (kind ``restormer``, or
+    ``sharpcam`` for a sharpcam model as the teacher): float16 arrays ``HxWx3`` in
+    ``[0, 1]``, the input's size times the teacher's ``scale``. float16 rather than 16-bit
+    PNG because loading is a plain read with no decoding (the training loop reads every
+    entry each epoch) and its rounding error (at most 2.4e-4 in [0.5, 1], less below) is
+    1/16 of an 8-bit step, far below what the student can learn from 8-bit inputs; a
+    256x256 entry is 384 KiB.
     Entries are written atomically; an entry that cannot be read, or has the wrong dtype,
     shape or values, is recomputed and replaced.
 
@@ -262,7 +274,10 @@ class TeacherCache:
     def __init__(self, root: str | os.PathLike[str], teacher: Teacher) -> None:
         self.root = Path(root)
         self.teacher = teacher
-        self.folder = self.root / f"restormer-{teacher.checkpoint_hash}"
+        self.folder = (
+            self.root / f"{getattr(teacher, 'kind', 'restormer')}-{teacher.checkpoint_hash}"
+        )
+        self.scale = int(getattr(teacher, "scale", 1))
         self.hits = 0
         self.misses = 0
         self.repaired = 0
@@ -297,7 +312,7 @@ class TeacherCache:
         """
         _check_patch(degraded_patch)
         path = self.path(key)
-        cached = self._load(path, degraded_patch.shape)
+        cached = self._load(path, self.output_shape(degraded_patch))
         if cached is not None:
             self.hits += 1
             return cached
@@ -330,7 +345,7 @@ class TeacherCache:
         ):
             _check_patch(patch)
             path = self.path(key)
-            if self._load(path, patch.shape) is not None:
+            if self._load(path, self.output_shape(patch)) is not None:
                 continue
             if batch and (len(batch) == batch_size or patch.shape != batch[0][1].shape):
                 computed += len(self._compute(batch))
@@ -339,6 +354,11 @@ class TeacherCache:
         if batch:
             computed += len(self._compute(batch))
         return computed
+
+    def output_shape(self, patch: np.ndarray) -> tuple[int, int, int]:
+        """The shape of the teacher's output for ``patch`` (its scale times the input's)."""
+        h, w = patch.shape[:2]
+        return (h * self.scale, w * self.scale, 3)
 
     def _compute(self, batch: list[tuple[Path, np.ndarray]]) -> list[np.ndarray]:
         outputs = self.teacher.enhance_uint8(np.stack([patch for _, patch in batch]))

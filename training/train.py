@@ -22,14 +22,21 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from training.batches import half_patches, teacher_key, to_batch, to_batch_float
+from training.batches import (
+    half_patches,
+    teacher_feed,
+    teacher_key,
+    to_batch,
+    to_batch_float,
+)
 from training.calldata import MixedInputs, seed_lr
 from training.checkpoints import load_checkpoint, save_checkpoint, write_history
 from training.config import Config, RunError
 from training.data import PatchSet, Split
-from training.degradations import Degradation, get_degradation
+from training.degradations import get_degradation
 from training.losses import DistillLoss
 from training.metrics import ssim
+from training.modes import DegradationLike
 from training.students import build_student, student_kwargs
 from training.world import World
 
@@ -47,7 +54,7 @@ def get_lr(config: Config, step: int, total: int) -> float:
 
 
 def degrade(
-    degradation: Degradation, patch: np.ndarray, seed: int, epoch: int, index: int
+    degradation: DegradationLike, patch: np.ndarray, seed: int, epoch: int, index: int
 ) -> np.ndarray:
     """Degrade one patch with a generator fixed by (seed, epoch, index): reproducible and
     identical after a resume, whatever the order."""
@@ -155,15 +162,10 @@ def train_student(
         val_set = half_patches(config, split, other, validation=True)
         val_inputs = MixedInputs.for_half(config, split, other, root)
         val = Validation.build(val_set, val_inputs, config.seed, device)
+    feed = teacher_feed(config.mode, teacher_cache.teacher if teacher_cache else None)
     salt = 0 if which == "a" else 1
     torch.manual_seed(config.seed + salt)
     model = build_student(config.student, **config.student_args).to(device)
-    scale = getattr(model, "scale", 1)
-    if scale != (2 if config.mode == "x2" else 1):
-        raise RunError(
-            f"--mode {config.mode} needs a student of scale {2 if config.mode == 'x2' else 1}, "
-            f"but {config.student!r} has scale {scale}: choose a matching --student"
-        )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     weights = config.loss_weights
     loss_fn = DistillLoss(weights, perceptual)
@@ -238,7 +240,7 @@ def train_student(
                 if teacher_cache is not None:
                     target = to_batch_float(
                         [
-                            teacher_cache.get(teacher_key(train, int(i), config), d)
+                            teacher_cache.get(teacher_key(train, int(i), config), feed(d))
                             for i, d in zip(indices, degs, strict=True)
                         ],
                         device,
