@@ -46,3 +46,11 @@ def test_cli_modules_load_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_modes_and_tiers_match_the_runtime() -> None:
+    import sharpcam.models
+    import training.modes
+
+    assert training.modes.MODES == sharpcam.models.MODE_SCALES
+    assert training.modes.TIERS == sharpcam.models.TIERS

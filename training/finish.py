@@ -15,6 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sharpcam.models import MACS_KEY as META_MACS
+from sharpcam.models import MODE_KEY as META_MODE
+from sharpcam.models import SCALE_KEY as META_SCALE
+from sharpcam.models import TIER_KEY as META_TIER
 from training.baselines import tune_unsharp
 from training.batches import run_degradation, to_batch
 from training.card import write_card
@@ -38,11 +42,7 @@ from training.world import pick_device
 
 ENSEMBLE = "ensemble (A+B)/2"
 
-#: ONNX metadata keys the runtime reads to find a model's mode, tier, scale and cost.
-META_SCALE = "sharpcam.scale"
-META_MODE = "sharpcam.mode"
-META_TIER = "sharpcam.tier"
-META_MACS = "sharpcam.macs_per_pixel"
+#: ONNX metadata keys beside those the runtime reads (:mod:`sharpcam.models`).
 META_DEGRADATION = "sharpcam.degradation"
 META_TEACHER = "sharpcam.teacher"
 
