@@ -220,10 +220,10 @@ def evaluate_clip(
 
 
 def face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
-    """``(y, x, h, w)`` around the largest face, else a square centred a little above middle.
+    """``(y, x, h, w)`` around the largest face, else a centred square of half the height.
 
     OpenCV's bundled Haar cascade finds the face where this OpenCV has it (opencv-python 5
-    no longer ships ``CascadeClassifier``); a talking head sits near the upper centre.
+    no longer ships ``CascadeClassifier``); a talking head sits near the centre.
     """
     h, w = frame.shape[:2]
     faces = []
@@ -239,7 +239,7 @@ def face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
         side = int(max(fw, fh) * 1.4)
         cx, cy = x + fw // 2, y + fh // 2
     else:
-        side, cx, cy = min(h, w) // 2, w // 2, int(h * 0.42)
+        side, cx, cy = min(h, w) // 2, w // 2, h // 2
     side = min(side, h, w)
     y0 = int(np.clip(cy - side // 2, 0, h - side))
     x0 = int(np.clip(cx - side // 2, 0, w - side))
