@@ -412,6 +412,36 @@ class TestX2Mode:
         assert teacher_feed("x2", x2_model)(lr).shape == (16, 24, 3)
         assert teacher_feed("restore", restormer_like)(lr).shape == (16, 24, 3)
 
+    def test_restormer_cache_in_x2_holds_outputs_for_the_bicubic_upscale(
+        self, photos: Path, tmp_path: Path
+    ) -> None:
+        """The run's teacher-cache fill, with a scale-1 teacher (the identity standing in
+        for Restormer): every entry is the teacher's output on the bicubic x2 upscale of the
+        half-size input, at the target's size."""
+        from training.batches import half_patches, teacher_key
+        from training.calldata import seed_lr
+        from training.config import Config
+        from training.data import make_split
+        from training.modes import upscale
+        from training.run import fill_teacher_cache
+        from training.teacher import Teacher, TeacherCache
+
+        config = Config(
+            data=str(photos), out=str(tmp_path), mode="x2", patch_size=32, stride=32,
+            max_patches=3,
+        )  # fmt: skip
+        split = make_split(photos)
+        cache = TeacherCache(
+            tmp_path / "cache", Teacher(torch.nn.Identity(), checkpoint_hash="0" * 64)
+        )
+        fill_teacher_cache(config, split, cache)
+        patches = half_patches(config, split, "a")
+        for i in range(len(patches)):
+            entry = np.load(cache.path(teacher_key(patches, i, config)))
+            expected = upscale(seed_lr(np.ascontiguousarray(patches[i])), 2) / 255
+            assert entry.shape == (32, 32, 3)
+            assert np.abs(entry.astype(np.float32) - expected).max() <= 1e-3
+
     def test_x2_needs_an_x2_student(self, photos: Path, tmp_path: Path, capsys) -> None:
         code = run_main("--data", photos, "--out", tmp_path / "o", *NO_NETS, "--mode", "x2")
         assert code == 2
