@@ -301,6 +301,43 @@ class TestTeacherModel:
         row = read_history(out / "student_a" / "history.csv")[0]
         assert row["loss_teacher"] > 0
 
+    def test_call_frames_get_the_teacher_run_on_them(self, photos: Path, tmp_path: Path) -> None:
+        """The fast tier is distilled on the call mix: call frames have no per-patch cache
+        key, so the sharpcam teacher runs on each one; photo patches still hit the cache."""
+        from training.calldata import MixedInputs
+        from training.config import Config
+        from training.data import make_split
+        from training.model_teacher import load_model_teacher
+        from training.teacher import TeacherCache
+        from training.train import teacher_target
+
+        model = Ensemble([trained_like(5, 8, 1)])
+        onnx_path = exported_teacher(tmp_path / "quality.onnx", model)
+        out, cache = tmp_path / "run", tmp_path / "cache"
+        code = run_main(
+            "--data", photos, "--out", out, *TINY, "--max-patches", "4", "--no-perceptual",
+            "--teacher-model", onnx_path, "--cache-dir", cache, "--tier", "fast",
+            "--degradation", "call:0.8,seed:0.2",
+        )  # fmt: skip
+        assert code == 0
+        assert read_history(out / "student_a" / "history.csv")[0]["loss_teacher"] > 0
+        assert "call:0.8,seed:0.2" in read_metadata(out / "sharpcam.onnx")["sharpcam.degradation"]
+
+        config = Config(
+            data=str(photos), patch_size=32, max_patches=4, degradation="call:0.8,seed:0.2"
+        )
+        split = make_split(photos, seed=config.seed, test_size=0.2, showcase=1)
+        inputs = MixedInputs.for_half(config, split, "a", cache)
+        teacher = TeacherCache(tmp_path / "t", load_model_teacher(onnx_path, torch.device("cpu")))
+        i = next(i for i in range(100) if inputs.pick(i, 0).call_index is not None)
+        frame = inputs.call_pair(inputs.pick(i, 0))[0]
+        got = teacher_target(teacher, lambda x: x, inputs, None, config, 0, i, frame)  # type: ignore[arg-type]
+        with torch.no_grad():
+            x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+            expected = model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        assert np.abs(got - expected).max() <= 1e-4
+        assert teacher.misses == 0 and teacher.hits == 0  # computed, not cached
+
     def test_cached_targets_are_the_teacher_outputs(self, tmp_path: Path) -> None:
         from training.model_teacher import load_model_teacher
         from training.teacher import TeacherCache

@@ -226,9 +226,10 @@ def check_degradation(config: Config, teacher: bool) -> None:
             )
         if config.mode == "x2" and not part.sequence and part.name != "seed":
             raise RunError(f"--mode x2 trains on call and seed only, not {part.name!r}")
-    if teacher and mix.share("call") > 0:
+    if teacher and mix.share("call") > 0 and config.teacher_model is None:
         raise RunError(
-            "the teacher's outputs are cached per photo patch, so call sequences have none: "
+            "Restormer's outputs are cached per photo patch, so call sequences have none: "
+            "distil from a sharpcam model (--teacher-model FILE, run on each call frame), "
             "add --no-teacher, or train on a per-image degradation such as seed"
         )
     if config.call_sequences < 1:

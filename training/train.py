@@ -13,6 +13,7 @@ import math
 import sys
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +75,26 @@ def training_pair(
         return seed_lr(gt), gt
     assert pick.degradation is not None
     return degrade(get_degradation(pick.degradation), gt, seed, stream, index), gt
+
+
+def teacher_target(
+    cache: typing.Any,
+    feed: Callable[[np.ndarray], np.ndarray],
+    inputs: MixedInputs,
+    patches: PatchSet,
+    config: Config,
+    stream: int,
+    index: int,
+    degraded: np.ndarray,
+) -> np.ndarray:
+    """The frozen teacher's output for training index ``index``: from the disk cache for a
+    photo patch; computed now for a frame of the call cache (which pair a call pick gives
+    changes with the epoch, so there is no per-patch key; :func:`training.config.
+    check_degradation` admits call parts only with a sharpcam model as the teacher, which
+    costs a few milliseconds per frame)."""
+    if inputs.pick(index, stream).call_index is not None:
+        return cache.teacher.enhance_uint8(feed(degraded)[None])[0]
+    return cache.get(teacher_key(patches, index, config), feed(degraded))
 
 
 def epoch_order(n: int, seed: int, epoch: int, world: World) -> np.ndarray:
@@ -240,8 +261,8 @@ def train_student(
                 if teacher_cache is not None:
                     target = to_batch_float(
                         [
-                            teacher_cache.get(teacher_key(train, int(i), config), feed(d))
-                            for i, d in zip(indices, degs, strict=True)
+                            teacher_target(teacher_cache, feed, inputs, train, config, epoch, i, d)
+                            for i, d in zip(indices.tolist(), degs, strict=True)
                         ],
                         device,
                     )
