@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -294,6 +295,10 @@ class TestTeacherModel:
         assert (meta["sharpcam.tier"], meta["sharpcam.mode"], meta["sharpcam.scale"]) == (
             "fast", "restore", "1"
         )  # fmt: skip
+        # the fast tier ships one student, the one validation preferred (not the ensemble)
+        assert meta["sharpcam.students"] == "1"
+        assert re.search(r"student [AB] PSNR", meta["sharpcam.test"])
+        assert "ensemble (A+B)/2" not in [r["method"] for r in report["rows"]]
         assert "sharpcam model quality.onnx" in (out / "report.md").read_text()
         card = (out / "MODEL_CARD.md").read_text()
         assert "sharpcam model quality.onnx" in card and "fast" in card

@@ -22,7 +22,7 @@ from sharpcam.models import TIER_KEY as META_TIER
 from training.baselines import tune_unsharp
 from training.batches import run_degradation, to_batch
 from training.card import write_card
-from training.checkpoints import load_student, read_history
+from training.checkpoints import load_checkpoint, load_student, read_history
 from training.config import Config, RunError, config_command, read_config
 from training.data import Split, read_rgb
 from training.evaluation import (
@@ -47,6 +47,20 @@ META_DEGRADATION = "sharpcam.degradation"
 META_TEACHER = "sharpcam.teacher"
 
 
+def shipped(config: Config, run: Path) -> tuple[list[str], str]:
+    """Which students the exported model holds, and its row name in the report.
+
+    The ``quality`` and ``balanced`` tiers ship the seed's ensemble of A and B. The ``fast``
+    tier ships one student (it must fit the per-pixel budget alone): the one with the higher
+    validation SSIM on the other half, chosen before anything is scored on the test set.
+    """
+    if config.tier != "fast":
+        return ["a", "b"], ENSEMBLE
+    ssim = {w: float(load_checkpoint(run / f"student_{w}" / "best.pt")["val_ssim"]) for w in "ab"}
+    best = max("ab", key=lambda w: ssim[w])
+    return [best], f"student {best.upper()}"
+
+
 def evaluate_students(
     config: Config, split: Split, device: torch.device, teacher: typing.Any = None
 ) -> tuple[Evaluation, dict[str, object]]:
@@ -66,8 +80,9 @@ def evaluate_students(
         str(unsharp): on_upscaled(unsharp, scale),
         "student A": TorchMethod(a, device),
         "student B": TorchMethod(b, device),
-        ENSEMBLE: TorchMethod(Ensemble([a, b]), device),
     }
+    if config.tier != "fast":
+        methods[ENSEMBLE] = TorchMethod(Ensemble([a, b]), device)
     if teacher is not None:
         kind = "Restormer" if getattr(teacher, "kind", "restormer") == "restormer" else "sharpcam"
         methods[f"teacher ({kind})"] = TeacherMethod(teacher, factor=scale // model_scale(teacher))
@@ -95,11 +110,12 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
     }
     training_curves(histories, run / "curves.png")
     save_showcase(evaluation, run, [r.method for r in evaluation.rows])
-    a = load_student(run / "student_a" / "best.pt")
-    b = load_student(run / "student_b" / "best.pt")
-    metadata = onnx_metadata(config, split, [a, b], evaluation.rows)
+    which, _ = shipped(config, run)
+    students = [load_student(run / f"student_{w}" / "best.pt") for w in which]
+    a = students[0]
+    metadata = onnx_metadata(config, split, students, evaluation.rows)
     export = export_model(
-        Ensemble([a, b]),
+        Ensemble(students),
         run / "sharpcam.onnx",
         metadata=metadata,
         real_input=real_sample(config, split),
@@ -150,7 +166,7 @@ def onnx_metadata(
     """The ONNX ``metadata_props``: mode, tier, scale, cost, recipe, data, degradation,
     teacher, active loss terms, test figures."""
     by_name = {r.method: r for r in rows}
-    identity, ensemble = by_name["identity"], by_name[ENSEMBLE]
+    identity, ensemble = by_name["identity"], by_name[shipped(config, Path(config.out))[1]]
     return {
         META_SCALE: str(MODES[config.mode]),
         META_MODE: config.mode,
@@ -172,7 +188,8 @@ def onnx_metadata(
         or "none",
         "sharpcam.test": (
             f"degraded input PSNR {identity.psnr:.2f} dB SSIM {identity.ssim:.4f}; "
-            f"ensemble PSNR {ensemble.psnr:.2f} dB ({ensemble.d_psnr:+.2f}) "
+            f"{'ensemble' if ensemble.method == ENSEMBLE else ensemble.method} "
+            f"PSNR {ensemble.psnr:.2f} dB ({ensemble.d_psnr:+.2f}) "
             f"SSIM {ensemble.ssim:.4f} ({ensemble.d_ssim:+.4f}) "
             f"on {identity.images} full test images ({config.degradation} degradation)"
         ),
@@ -236,11 +253,11 @@ def export_run(run_dir: Path, out: Path | None) -> int:
     config, split = saved_run(run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     rows = [Row(**r) for r in report["rows"]]
-    a = load_student(run_dir / "student_a" / "best.pt")
-    b = load_student(run_dir / "student_b" / "best.pt")
-    metadata = onnx_metadata(config, split, [a, b], rows)
+    which, _ = shipped(config, run_dir)
+    students = [load_student(run_dir / f"student_{w}" / "best.pt") for w in which]
+    metadata = onnx_metadata(config, split, students, rows)
     export_model(
-        Ensemble([a, b]),
+        Ensemble(students),
         out or run_dir / "sharpcam.onnx",
         metadata=metadata,
         real_input=real_sample(config, split),
