@@ -54,6 +54,9 @@ def test_a_mixed_run_fills_the_cache_once_and_records_the_mix(
         (["--degradation", "call:1", "--no-teacher"], None),
         (["--degradation", "call:1", "--w-teacher", "0.9"], "add --no-teacher"),
         (["--mode", "x3"], "unknown --mode"),
+        (["--no-teacher", "--w-temporal", "0.5"], "needs consecutive frames"),
+        (["--no-teacher", "--degradation", "call:1", "--w-temporal", "-1"], "needs consecutive"),
+        (["--no-teacher", "--degradation", "call:1", "--w-temporal", "0.5"], None),
         (["--mode", "x2"], None),  # seed x2 with a teacher: Restormer gets the bicubic x2
     ],
 )
@@ -129,3 +132,32 @@ class TestTrainingPairs:
         config, _, root, _ = setup
         assert cache_folder(root, config).name == "restore_32px_seed42"
         assert len(list(cache_folder(root, config).glob("*/key.json"))) == 16
+
+
+def test_a_temporal_run_records_the_term(photos: Path, tmp_path: Path) -> None:
+    args = [*TINY, "--degradation", "call:0.5,seed:0.5", "--w-temporal", "0.5"]
+    args += ["--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
+    assert distill.main(["--data", str(photos), *args]) == 0
+    history = (tmp_path / "r" / "student_a" / "history.csv").read_text()
+    assert "loss_temporal" in history
+    assert "0.5*L1(dS,dGT)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_temporal_loss_charges_flicker_not_motion() -> None:
+    import torch
+
+    from training.losses import temporal_loss
+
+    g0, g1 = torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.2)
+    assert float(temporal_loss(g0 + 0.1, g1 + 0.1, g0, g1)) == pytest.approx(0.0, abs=1e-6)
+    assert float(temporal_loss(g0, g1 + 0.05, g0, g1)) == pytest.approx(0.05)
+
+
+def test_consecutive_frames_follow_each_other(setup) -> None:
+    config, split, root, _ = setup
+    inputs = MixedInputs.for_half(config, split, "a", root)
+    d0, g0, d1, g1 = inputs.consecutive(3, 0)
+    assert d0.shape == d1.shape == g0.shape == g1.shape == (32, 32, 3)
+    assert not np.array_equal(g0, g1) or not np.array_equal(d0, d1)
+    again = inputs.consecutive(3, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (d0, g0, d1, g1), strict=True))

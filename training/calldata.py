@@ -31,6 +31,8 @@ log = logging.getLogger("training.distill")
 
 #: Salt of the mix draws' random stream (kept apart from the degradations' own draws).
 PICK_SALT = 0xCA11
+#: Salt of the temporal term's draws of consecutive frames.
+TEMPORAL_SALT = 0x7E4D
 
 
 def parse_mix(config: Config) -> Mix:
@@ -102,6 +104,7 @@ class MixedInputs:
         if mix.share("call") > 0 and (call is None or not len(call)):
             raise RunError("the mix uses call sequences but the call cache is empty")
         self.mix, self.mode, self.call, self.seed = mix, mode, call, seed
+        self._consecutive: list[int] | None = None
 
     @classmethod
     def for_half(cls, config: Config, split: Split, which: str, root: Path) -> MixedInputs:
@@ -125,6 +128,20 @@ class MixedInputs:
             assert self.call is not None
             return Pick(call_index=int(rng.integers(len(self.call))))
         return Pick(degradation=name)
+
+    def consecutive(
+        self, index: int, stream: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(input_{t-1}, gt_{t-1}, input_t, gt_t)``: two consecutive call frames, drawn for
+        training index ``index`` of ``stream`` (for the temporal term)."""
+        assert self.call is not None
+        if self._consecutive is None:
+            self._consecutive = self.call.consecutive()
+        rng = np.random.default_rng([self.seed, stream, index, TEMPORAL_SALT])
+        i = self._consecutive[int(rng.integers(len(self._consecutive)))]
+        previous = self.call.previous(i)
+        assert previous is not None
+        return (*previous, *self.call.pair(i))
 
     def call_pair(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
         """``(input, ground truth)`` of a call pick."""

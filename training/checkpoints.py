@@ -24,6 +24,7 @@ HISTORY_FIELDS = (
     "loss_teacher",
     "loss_gt",
     "loss_perceptual",
+    "loss_temporal",
     "val_psnr",
     "val_ssim",
     "val_identity_psnr",

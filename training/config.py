@@ -89,6 +89,13 @@ class Config:
     w_teacher: float = field(default=0.9, metadata={"help": "weight of L1(student, teacher)"})
     w_gt: float = field(default=0.1, metadata={"help": "weight of L1(student, ground truth)"})
     w_perceptual: float = field(default=0.005, metadata={"help": "weight of the VGG16 term"})
+    w_temporal: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of L1((S_t - S_t-1) - (GT_t - GT_t-1)) on consecutive call frames "
+            "(needs a call share in --degradation)"
+        },
+    )
     max_patches: int | None = field(
         default=None, metadata={"help": "use at most this many patches per half"}
     )
@@ -107,6 +114,7 @@ class Config:
             teacher=0.0 if self.no_teacher else self.w_teacher,
             gt=self.w_gt,
             perceptual=0.0 if self.no_perceptual else self.w_perceptual,
+            temporal=self.w_temporal,
         )
 
     @property
@@ -234,6 +242,11 @@ def check_degradation(config: Config, teacher: bool) -> None:
         )
     if config.call_sequences < 1:
         raise RunError("--call-sequences must be at least 1")
+    if config.w_temporal < 0 or (config.w_temporal > 0 and mix.share("call") == 0):
+        raise RunError(
+            "--w-temporal needs consecutive frames: give it a weight >= 0 and a call share in "
+            "--degradation (e.g. call:0.8,seed:0.2)"
+        )
 
 
 def load_run_config(

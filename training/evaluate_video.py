@@ -274,6 +274,11 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
+def short(clip: str) -> str:
+    """A clip's column title: the first two parts of its name (``grid_lwbsza``)."""
+    return "_".join(clip.split("_")[:2])
+
+
 def markdown(results: Sequence[ClipResult], notes: Sequence[str]) -> str:
     """Per degradation: a summary over clips, then one table per clip."""
     lines = ["# Call-video benchmark", ""] + [f"- {n}" for n in notes] + [""]
@@ -283,7 +288,7 @@ def markdown(results: Sequence[ClipResult], notes: Sequence[str]) -> str:
         clips = [r.clip for r in group]
         lines += [
             "| method | mean PSNR gain dB | mean SSIM gain | worst flicker ratio | "
-            + " | ".join(f"{c} dB" for c in clips)
+            + " | ".join(f"{short(c)} dB" for c in clips)
             + " |",
             "|---|---:|---:|---:|" + "---:|" * len(clips),
         ]

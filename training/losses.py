@@ -27,6 +27,8 @@ class LossWeights:
     teacher: float = 0.9
     gt: float = 0.1
     perceptual: float = 0.005
+    #: The temporal term on consecutive call frames (:func:`temporal_loss`); off by default.
+    temporal: float = 0.0
 
     def active(self) -> dict[str, float]:
         """The terms with a non-zero weight."""
@@ -34,7 +36,12 @@ class LossWeights:
 
     def describe(self) -> str:
         """One line, e.g. ``0.9*L1(S,T) + 0.1*L1(S,GT)``."""
-        names = {"teacher": "L1(S,T)", "gt": "L1(S,GT)", "perceptual": "Perceptual(S,GT)"}
+        names = {
+            "teacher": "L1(S,T)",
+            "gt": "L1(S,GT)",
+            "perceptual": "Perceptual(S,GT)",
+            "temporal": "L1(dS,dGT)",
+        }
         return " + ".join(f"{w:g}*{names[k]}" for k, w in self.active().items()) or "(nothing)"
 
 
@@ -75,11 +82,22 @@ def distill_loss(
         if perceptual is None:
             raise ValueError("the perceptual term has weight > 0 but no VGG16 was given")
         parts["perceptual"] = perceptual(student, gt)
-    if not parts:
+    if not parts and not weights.temporal:
         raise ValueError("all loss weights are zero: nothing to train on")
-    total = sum(getattr(weights, k) * v for k, v in parts.items())
-    assert isinstance(total, torch.Tensor)
+    total = sum((getattr(weights, k) * v for k, v in parts.items()), student.new_zeros(()))
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def temporal_loss(
+    previous: torch.Tensor, current: torch.Tensor, gt_previous: torch.Tensor, gt: torch.Tensor
+) -> torch.Tensor:
+    """``L1((S_t - S_{t-1}) - (GT_t - GT_{t-1}))``: frame-to-frame changes the pristine video
+    does not have (flicker) cost, the video's own motion does not.
+
+    Shape:
+        all four ``(N, 3, H, W)``: outputs and ground truth of consecutive frames.
+    """
+    return F.l1_loss(current - previous, gt - gt_previous)
 
 
 class DistillLoss(nn.Module):

@@ -35,7 +35,7 @@ from training.checkpoints import load_checkpoint, save_checkpoint, write_history
 from training.config import Config, RunError
 from training.data import PatchSet, Split
 from training.degradations import get_degradation
-from training.losses import DistillLoss
+from training.losses import DistillLoss, temporal_loss
 from training.metrics import ssim
 from training.modes import DegradationLike
 from training.students import build_student, student_kwargs
@@ -269,7 +269,19 @@ def train_student(
                 x, gt = to_batch(degs, device), to_batch(gts, device)
                 for group in optimizer.param_groups:
                     group["lr"] = get_lr(config, epoch * len(plan) + step, total_steps)
-                loss, parts = loss_fn(net(x), gt, target)
+                if weights.temporal:  # consecutive call frames ride in the same forward
+                    quads = [inputs.consecutive(int(i), epoch) for i in indices]
+                    frames = [q[k] for k in (0, 2) for q in quads]
+                    truth = to_batch([q[k] for k in (1, 3) for q in quads], device)
+                    both = net(torch.cat([x, to_batch(frames, device)]))
+                    loss, parts = loss_fn(both[: len(x)], gt, target)
+                    n = len(quads)
+                    prev, cur = both[len(x) : len(x) + n], both[len(x) + n :]
+                    term = temporal_loss(prev, cur, truth[:n], truth[n:])
+                    loss = loss + weights.temporal * term
+                    parts["temporal"] = float(term.detach())
+                else:
+                    loss, parts = loss_fn(net(x), gt, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
