@@ -120,7 +120,11 @@ def candidates() -> dict[str, Candidate]:
         "x2 F.interpolate bilinear": (lambda: Upsample("bilinear"), R360),
         "x2 F.interpolate bicubic": (lambda: Upsample("bicubic"), R360),
         "x2 strided bicubic only (w8 d0)": (_strided(width=8, depth=0, scale=2), R360),
-        "x2 quality: 2 strided u2 w48 d4": (_named("residual-x2", 2), R360),
+        "x2 quality: 2 strided u2 w64 d2": (_named("residual-x2", 2), R360),
+        "x2 2 strided u2 w48 d4": (
+            lambda: Ensemble([StridedStudent(48, 4, 2, 2) for _ in range(2)]),
+            R360,
+        ),
         "x2 2 strided u2 w32 d4": (
             lambda: Ensemble([StridedStudent(32, 4, 2, 2) for _ in range(2)]),
             R360,
