@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from sharpcam.contract import INPUT_NAME, OUTPUT_NAME
-from training.export import export_model
+from training.onnx_io import export_model
 from training.students import (
     STUDENTS,
     Ensemble,

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from sharpcam.contract import INPUT_NAME
 from training.benchmark import percentiles
-from training.export import to_onnx
+from training.onnx_io import to_onnx
 from training.students import (
     DetailLayer,
     Ensemble,
@@ -115,12 +115,16 @@ def candidates() -> dict[str, Candidate]:
         "strided u2 w16 d4": (_strided(width=16, depth=4), R720),
         "strided u4 w32 d2": (_strided(width=32, depth=2, unshuffle=4), R720),
         "strided u4 w24 d4": (_strided(width=24, depth=4, unshuffle=4), R720),
-        "quality: 2 residual, 360p": (_named("residual", 2), R360),
+        "quality: 2 residual 360p": (_named("residual", 2), R360),
         # x2, 640x360 -> 1280x720
         "x2 F.interpolate bilinear": (lambda: Upsample("bilinear"), R360),
         "x2 F.interpolate bicubic": (lambda: Upsample("bicubic"), R360),
         "x2 strided bicubic only (w8 d0)": (_strided(width=8, depth=0, scale=2), R360),
-        "x2 quality: 2 strided u2 w48 d4": (_named("residual-x2", 2), R360),
+        "x2 quality: 2 strided u2 w64 d2": (_named("residual-x2", 2), R360),
+        "x2 2 strided u2 w48 d4": (
+            lambda: Ensemble([StridedStudent(48, 4, 2, 2) for _ in range(2)]),
+            R360,
+        ),
         "x2 2 strided u2 w32 d4": (
             lambda: Ensemble([StridedStudent(32, 4, 2, 2) for _ in range(2)]),
             R360,
@@ -150,27 +154,25 @@ class Timed:
 
 
 def open_backends(
-    path: Path, size: tuple[int, int], int8: Path | None
+    path: Path, size: tuple[int, int], int8: dict[str, Path]
 ) -> dict[str, Callable[[], object]]:
-    """``backend -> callable`` running ``path`` (and its int8 twin) on a random frame."""
+    """``backend -> callable`` running ``path`` (and its int8 twins) on a random frame."""
     w, h = size
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
     runs: dict[str, Callable[[], object]] = {}
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    for label, model in (("ORT fp32", path), ("ORT int8", int8)):
-        if model is not None:
-            session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-            runs[label] = lambda s=session: s.run(None, {INPUT_NAME: x})
+    for label, model in (("ORT fp32", path), *((f"ORT {k}", v) for k, v in int8.items())):
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        runs[label] = lambda s=session: s.run(None, {INPUT_NAME: x})
     try:
         import openvino as ov
     except ImportError:
         return runs
     core = ov.Core()
-    variants = [("OV fp32", path, "f32"), ("OV bf16", path, "bf16"), ("OV int8", int8, "bf16")]
+    variants = [("OV fp32", path, "f32"), ("OV bf16", path, "bf16")]
+    variants += [(f"OV {k} (rest bf16)", v, "bf16") for k, v in int8.items()]
     for label, model, precision in variants:
-        if model is None:
-            continue
         read = core.read_model(str(model))
         read.reshape({INPUT_NAME: [1, 3, h, w]})
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
@@ -196,7 +198,7 @@ def export_candidate(name: str, build: Callable[[], nn.Module], folder: Path) ->
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m training.design_bench``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m training.design_bench", description=__doc__)
-    parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+    parser.add_argument("--only", default="", help="candidate names separated by ; (default: all)")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds (default: 15)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds (default: 3)")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the ONNX exports")
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     table = candidates()
-    chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(table)
+    chosen = [n.strip() for n in args.only.split(";") if n.strip()] or list(table)
     unknown = [n for n in chosen if n not in table]
     if unknown:
         print(f"error: unknown candidate {unknown[0]!r}: choose from {', '.join(table)}")
@@ -218,11 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         build, size = table[name]
         costs[name] = macs_per_pixel(build())
         path = export_candidate(name, build, folder)
-        int8 = None
+        int8: dict[str, Path] = {}
         if args.int8:
             from training.quantize import quantize_random
 
-            int8 = quantize_random(path, size, folder)
+            int8["int8 conv"] = quantize_random(path, size, folder, ("Conv",))
+            int8["int8 conv+leaky"] = quantize_random(path, size, folder, ("Conv", "LeakyRelu"))
         for backend, run in open_backends(path, size, int8).items():
             jobs.append(Timed(name, backend, run))
     samples: dict[tuple[str, str], list[float]] = {(j.candidate, j.backend): [] for j in jobs}
