@@ -161,3 +161,43 @@ def test_consecutive_frames_follow_each_other(setup) -> None:
     assert not np.array_equal(g0, g1) or not np.array_equal(d0, d1)
     again = inputs.consecutive(3, 0)
     assert all(np.array_equal(a, b) for a, b in zip(again, (d0, g0, d1, g1), strict=True))
+
+
+class TestCallClips:
+    """``--call-clips``: frames of real training clips feed the call sequences too."""
+
+    def test_training_clips_add_sequences_to_each_half(
+        self, photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from tests.helpers_media import make_clip
+
+        clips = tmp_path / "clips"
+        clips.mkdir()
+        make_clip(clips / "grid_lrwp9a_tiny.mp4", frames=20, width=64, height=48)
+        make_clip(clips / "grid_sbia1a_tiny.mp4", frames=20, width=64, height=48)
+        make_clip(clips / "grid_lwbsza_tiny.mp4", frames=20, width=64, height=48)  # evaluation
+        caplog.set_level("INFO")
+        args = [
+            *TINY, "--degradation", "call:0.8,seed:0.2", "--cache-dir", str(tmp_path / "c"),
+            "--call-clips", str(clips), "--call-clip-sequences", "3",
+        ]  # fmt: skip
+        assert distill.main(["--data", str(photos), "--out", str(tmp_path / "r"), *args]) == 0
+        # 8 training photos x 2 sequences, and 2 training clips x 3 (the evaluation clip none)
+        assert any("call cache: 22 sequences built" in m for m in caplog.messages)
+        config = Config(**json.loads((tmp_path / "r" / "config.json").read_text()))
+        keys = [
+            json.loads(k.read_text())
+            for k in cache_folder(tmp_path / "c", config).glob("*/key.json")
+        ]
+        assert len(keys) == 22
+        assert "grid_lwbsza" not in json.dumps(keys)
+
+    def test_an_evaluation_clip_is_refused(self, photos: Path, tmp_path: Path, capsys) -> None:
+        from tests.helpers_media import make_clip
+
+        clip = tmp_path / "grid_swiz3n_tiny.mp4"
+        make_clip(clip, frames=4, width=64, height=48)
+        args = [*TINY, "--degradation", "call:1", "--call-clips", str(clip)]
+        assert distill.main(["--data", str(photos), "--out", str(tmp_path / "r"), *args]) != 0
+        err = capsys.readouterr().err
+        assert "evaluation clip" in err and len(err.strip().splitlines()) == 1

@@ -14,6 +14,7 @@ downscale, without its bicubic upscale).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from training.config import Config, RunError
 from training.data import Split, read_rgb
 from training.degradations import SEQUENCE_DEGRADATIONS, Mix, MixError
 from training.degradations import parse_mix as _parse_mix
+from training.sequences import clip_role, read_clip
 
 log = logging.getLogger("training.distill")
 
@@ -57,13 +59,55 @@ def cache_spec(config: Config) -> CacheSpec:
     )
 
 
-def half_sources(split: Split, which: str) -> list[Source]:
-    """The photos of training half ``which`` as cache sources (decoded only when built)."""
+def half_sources(split: Split, which: str, config: Config | None = None) -> list[Source]:
+    """The photos of training half ``which`` as cache sources (decoded only when built),
+    then the half's training clips of ``--call-clips`` (:func:`clip_sources`)."""
     folder = Path(split.data_dir)
-    return [
+    photos = [
         Source(name, split.sha256[name], lambda path=folder / name: _read(path))
         for name in split.half(which)
     ]
+    return photos + (clip_sources(config, which) if config is not None else [])
+
+
+def training_clip_files(spec: str | None) -> list[Path]:
+    """The clip files of ``--call-clips`` (sorted by name): files as given, and in folders
+    the clips that :func:`training.sequences.clip_role` calls training clips. An evaluation
+    clip named as a file is refused: the call benchmark's clips never feed training."""
+    files: list[Path] = []
+    for part in (p.strip() for p in (spec or "").split(",") if p.strip()):
+        path = Path(part)
+        if path.is_dir():
+            files += [f for f in path.iterdir() if clip_role(f) == "training"]
+        elif path.is_file():
+            if clip_role(path) == "evaluation":
+                raise RunError(
+                    f"--call-clips {path} is an evaluation clip of the call benchmark: "
+                    "never train on it (training/sequences.py lists the training clips)"
+                )
+            files.append(path)
+        else:
+            raise RunError(f"--call-clips {path} does not exist: give clip files or folders")
+    if spec and not files:
+        raise RunError(f"--call-clips {spec}: no training clip there")
+    return sorted(set(files), key=lambda f: f.name)
+
+
+def clip_sources(config: Config, which: str) -> list[Source]:
+    """Half ``which``'s share of the training clips: clips alternate between halves A and
+    B by name, and each gives ``--call-clip-sequences`` sources (windows drawn from its
+    frames; each source's key is the clip's SHA-256 with the copy's number)."""
+    files = training_clip_files(config.call_clips)
+    mine = [f for i, f in enumerate(files) if (i % 2 == 0) == (which == "a")]
+    sources = []
+    for path in mine:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        for k in range(config.call_clip_sequences):
+            key = hashlib.sha256(f"{digest}#{k}".encode()).hexdigest()
+            sources.append(
+                Source(f"{path.name}#{k}", key, lambda p=path: read_clip(p), kind="clip")
+            )
+    return sources
 
 
 def _read(path: Path) -> np.ndarray:
@@ -78,7 +122,7 @@ def fill_call_cache(config: Config, split: Split, root: Path) -> FillSummary | N
     if parse_mix(config).share("call") == 0:
         return None
     cache = CallCache(cache_folder(root, config), cache_spec(config))
-    summary = cache.fill(half_sources(split, "a") + half_sources(split, "b"))
+    summary = cache.fill(half_sources(split, "a", config) + half_sources(split, "b", config))
     log.info(
         "call cache: %d sequences built (%.2f s per photo), %d reused, in %s",
         summary.built,
@@ -113,7 +157,7 @@ class MixedInputs:
         if mix.share("call") > 0:
             cache = CallCache(cache_folder(root, config), cache_spec(config))
             try:
-                call = cache.pairs(half_sources(split, which))
+                call = cache.pairs(half_sources(split, which, config))
             except RuntimeError as exc:
                 raise RunError(str(exc)) from None
         return cls(mix, config.mode, call, config.seed)

@@ -70,6 +70,17 @@ class Config:
     call_sequences: int = field(
         default=2, metadata={"help": "call degradation: encoded sequences per photo"}
     )
+    call_clips: str | None = field(
+        default=None,
+        metadata={
+            "help": "training clips (files or folders, comma-separated) whose frames also feed "
+            "the call sequences, alternating between halves A and B; evaluation clips are "
+            "refused (training/sequences.py names both)"
+        },
+    )
+    call_clip_sequences: int = field(
+        default=16, metadata={"help": "call sequences drawn from each training clip"}
+    )
     teacher: str | None = field(
         default=None, metadata={"help": "Restormer checkpoint (default: download to cache)"}
     )
@@ -242,6 +253,10 @@ def check_degradation(config: Config, teacher: bool) -> None:
         )
     if config.call_sequences < 1:
         raise RunError("--call-sequences must be at least 1")
+    if config.call_clips and mix.share("call") == 0:
+        raise RunError("--call-clips feeds call sequences: add a call share to --degradation")
+    if config.call_clip_sequences < 1:
+        raise RunError("--call-clip-sequences must be at least 1")
     if config.w_temporal < 0 or (config.w_temporal > 0 and mix.share("call") == 0):
         raise RunError(
             "--w-temporal needs consecutive frames: give it a weight >= 0 and a call share in "
