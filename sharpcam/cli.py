@@ -257,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar for files")
     run.add_argument(
+        "--no-stabilize", action="store_true",
+        help="no temporal blend of still areas (it keeps the model from flickering)",
+    )  # fmt: skip
+    run.add_argument(
         "--allow-partial", action="store_true",
         help="accept an input video whose end is truncated or undecodable (a warning, exit 0)",
     )  # fmt: skip
@@ -308,6 +312,7 @@ def run_command(argv: list[str] | None = None) -> int:
             status_every=1.0 if args.stats else 5.0,
             progress=not args.no_progress and not args.quiet,
             max_frames=args.max_frames,
+            stabilize=not args.no_stabilize,
         )
         complete = False
         try:

@@ -30,6 +30,7 @@ import numpy as np
 
 from sharpcam.sinks import PreviewSink, Sink
 from sharpcam.sources import Frame, Source, SourceLost
+from sharpcam.temporal import Stabilizer
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +150,27 @@ class RunSettings:
         status_every: seconds between status lines in live mode (0: none).
         progress: show a progress bar in file mode.
         max_frames: stop after this many output frames (``None``: no limit).
+        stabilize: run the model's outputs through a :class:`~sharpcam.temporal.Stabilizer`
+            (a motion-aware temporal blend against flicker; ``--no-stabilize`` turns it off).
     """
 
     status_every: float = 5.0
     progress: bool = True
     max_frames: int | None = None
+    stabilize: bool = True
 
 
-def _sharpen(engine: Processor, frame: Frame, stats: RunStats) -> Frame:
+def _stabilizer(settings: RunSettings) -> Stabilizer | None:
+    return Stabilizer() if settings.stabilize else None
+
+
+def _sharpen(
+    engine: Processor, frame: Frame, stats: RunStats, stabilizer: Stabilizer | None = None
+) -> Frame:
     t0 = time.perf_counter()
     image = engine.process(frame.image)
+    if stabilizer is not None:
+        image = stabilizer(frame.image, image)
     stats.process_ms.append((time.perf_counter() - t0) * 1e3)
     if (ms := getattr(engine, "last_ms", None)) is not None:
         stats.model_ms.append(float(ms))
@@ -196,6 +208,7 @@ def run_live(
     stats = RunStats()
     stop = stop or threading.Event()
     mailbox = Mailbox()
+    stabilizer = _stabilizer(settings)
     lost: list[SourceLost] = []
     lock = threading.Lock()
 
@@ -226,7 +239,7 @@ def run_live(
                 if not thread.is_alive():
                     break
                 continue
-            out = _sharpen(engine, frame, stats)
+            out = _sharpen(engine, frame, stats, stabilizer)
             for sink in sinks:
                 sink.send(out, frame)
             stats.frames_out += 1
@@ -303,6 +316,7 @@ def run_file(
     """
     stats = RunStats()
     stop = stop or threading.Event()
+    stabilizer = _stabilizer(settings)
     inbox: queue.Queue[object] = queue.Queue(maxsize=8)
     outbox: queue.Queue[object] = queue.Queue(maxsize=8)
     errors: list[BaseException] = []
@@ -371,7 +385,7 @@ def run_file(
                 put(outbox, item)
                 continue
             stats.frames_in += 1
-            out = _sharpen(engine, item, stats)
+            out = _sharpen(engine, item, stats, stabilizer)
             for sink in on_main:
                 sink.send(out, item)
             put(outbox, (out, item))

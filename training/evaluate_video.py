@@ -11,7 +11,10 @@ degrades every clip of ``DIR`` with each named clip degradation
 * an unsharp mask (sigma 1, amount 0.5: fixed, not tuned on these clips);
 * the x2 peers of :mod:`training.peers` (FSRCNN, ESPCN, SPAN), on the half-size frames;
 * every sharpcam model given: ``sharpcam.scale`` 2 models get the half-size frames,
-  scale 1 models the full-size degraded ones.
+  scale 1 models the full-size degraded ones. ``--stabilize`` (default ``both``) says whether
+  each model's row is the bare model (``no``), its outputs run through the runtime's
+  :class:`sharpcam.temporal.Stabilizer` (``yes``: a row named ``... + stabilizer``, what
+  ``sharpcam`` shows), or both.
 
 Columns: PSNR and SSIM (mean over frames, RGB) and their gains over the identity; flicker
 (:func:`training.metrics.flicker`) as a ratio to the identity's own; VMAF when a ``vmaf``
@@ -42,6 +45,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from sharpcam.atomic import atomic_path, atomic_write_text
+from sharpcam.temporal import Stabilizer
 from training.baselines import UnsharpMask
 from training.degradations import CLIP_DEGRADATIONS, CLIP_DESCRIPTIONS, DegradedClip
 from training.metrics import fast_scores, flicker
@@ -67,11 +71,14 @@ class Method:
 
     ``scale`` 1 methods get the full-size degraded frames, ``scale`` 2 ones the decoded
     half-size frames (and are skipped on degradations that keep the full size).
+    ``stabilized``: this row is the outputs of the method of that name run through a fresh
+    :class:`~sharpcam.temporal.Stabilizer` (``fn`` is then not called: the model runs once).
     """
 
     name: str
     scale: int
     fn: Callable[[np.ndarray], np.ndarray]
+    stabilized: str | None = None
 
 
 class OnnxModel:
@@ -191,7 +198,15 @@ def evaluate_clip(
         if method.scale == 2 and clip.lr is None:
             skipped.append((method.name, f"x2 method: {degradation} keeps the full size"))
             continue
-        outputs[method.name] = [method.fn(f) for f in clip.model_input(method.scale)]
+        inputs = clip.model_input(method.scale)
+        if method.stabilized is None:
+            outputs[method.name] = [method.fn(f) for f in inputs]
+            continue
+        bare = outputs.get(method.stabilized)
+        if bare is None:
+            bare = [method.fn(f) for f in inputs]
+        stabilizer = Stabilizer()
+        outputs[method.name] = [stabilizer(f, o) for f, o in zip(inputs, bare, strict=True)]
     base_psnr, base_ssim = scores(clip.full, pristine)
     base_flicker = flicker(clip.full, pristine)
     rows = []
@@ -361,6 +376,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=list(CLIP_DEGRADATIONS),
         help="named clip degradations",
     )
+    parser.add_argument(
+        "--stabilize",
+        nargs="?",
+        const="yes",
+        default="both",
+        choices=("both", "yes", "no"),
+        help="sharpcam rows: the bare model (no), through the runtime's temporal stabilizer "
+        "(yes; the flag alone), or both",
+    )
     parser.add_argument("--peers", default=str(DEFAULT_PEERS), help="peer models folder")
     parser.add_argument("--max-frames", type=int, default=None, help="frames per clip (all)")
     parser.add_argument(
@@ -379,7 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not Path(raw).is_file():
                 raise BenchError(f"model {raw} does not exist: pass --models with ONNX files")
             model = OnnxModel(Path(raw), args.threads)
-            models.append(Method(f"sharpcam {Path(raw).name} (x{model.scale})", model.scale, model))
+            name = f"sharpcam {Path(raw).name} (x{model.scale})"
+            if args.stabilize in ("both", "no"):
+                models.append(Method(name, model.scale, model))
+            if args.stabilize in ("both", "yes"):
+                stable = f"{name} + stabilizer"
+                models.append(Method(stable, model.scale, model, stabilized=name))
         pristines = {c.stem: read_clip(c, args.max_frames) for c in clips}
     except (BenchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

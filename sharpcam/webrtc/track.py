@@ -32,6 +32,8 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from sharpcam.temporal import Stabilizer
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -224,6 +226,9 @@ class SharpenTrack(MediaStreamTrack):
             between tracks so model calls never overlap).
         view: the initial :class:`View`; assign :attr:`view` to change it live.
         window: how many recent frames the figures in :meth:`stats` cover.
+        stabilize: blend the model's outputs over time where the input is still
+            (:class:`~sharpcam.temporal.Stabilizer`, one per track: the state is per stream);
+            it restarts whenever a frame goes out unsharpened.
 
     ``recv()`` raises :class:`~aiortc.mediastreams.MediaStreamError` once the source has
     ended or the track is stopped. If the model raises on a frame, the frame is sent
@@ -240,8 +245,10 @@ class SharpenTrack(MediaStreamTrack):
         executor: Executor,
         view: View | None = None,
         window: int = 50,
+        stabilize: bool = True,
     ) -> None:
         super().__init__()
+        self._stabilizer = Stabilizer() if stabilize else None
         self.view = view or View()
         self._source = source
         self._processor = processor
@@ -364,13 +371,18 @@ class SharpenTrack(MediaStreamTrack):
             try:
                 sharp = self._processor.process(rgb)
                 model_ms = (time.perf_counter() - start) * 1000.0
-                shown = compose_split(base, _check_output(sharp, base), view.split)
+                sharp = _check_output(sharp, base)
+                if self._stabilizer is not None:
+                    sharp = self._stabilizer(rgb, sharp)
+                shown = compose_split(base, sharp, view.split)
             except Exception as exc:
                 self._errors += 1
                 if self._errors == 1:
                     log.error(
                         "the model failed on a %s frame; sending it unsharpened: %s", rgb.shape, exc
                     )
+        if shown is base and self._stabilizer is not None:
+            self._stabilizer.reset()  # the next sharpened frame must not blend with a stale one
         self._size_in = (rgb.shape[1], rgb.shape[0])
         self._size_out = (shown.shape[1], shown.shape[0])
         out = VideoFrame.from_ndarray(np.ascontiguousarray(shown), format="rgb24")

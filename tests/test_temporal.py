@@ -1,0 +1,134 @@
+"""The temporal stabilizer (``sharpcam/temporal.py``) on real ONNX models run by the real
+engine: less flicker on a still, noisy scene, no ghost behind a moving square, pass-through
+on restarts, ×2 outputs; and the switch reaching the pipeline from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_media import make_clip
+from helpers_models import nearest_x2_model, unsharp_model
+from synthetic import make_photo
+
+from sharpcam import cli, pipeline
+from sharpcam.engine import Engine
+from sharpcam.temporal import Stabilizer, StabilizerSettings
+from training.metrics import flicker
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    path = unsharp_model(tmp_path_factory.mktemp("m") / "unsharp.onnx", amount=0.3)
+    return Engine(path, provider="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def engine_x2(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    path = nearest_x2_model(tmp_path_factory.mktemp("m") / "x2.onnx")
+    return Engine(path, provider="cpu", threads=1, upscale=2)
+
+
+def noisy_still(height: int, width: int, frames: int) -> tuple[list, list]:
+    """A still scene (the truth, every frame) and its copies with fresh noise (sigma 2)."""
+    scene = make_photo(height, width, seed=3)
+    rng = np.random.default_rng(0)
+    noisy = [
+        np.clip(scene + rng.normal(0, 2.0, scene.shape), 0, 255).astype(np.uint8)
+        for _ in range(frames)
+    ]
+    return [scene] * frames, noisy
+
+
+def moving_square(t: int, height: int = 64, width: int = 96) -> np.ndarray:
+    """A bright 16-pixel square on grey, 4 px further right at each frame ``t``."""
+    frame = np.full((height, width, 3), 60, np.uint8)
+    frame[24:40, 8 + 4 * t : 24 + 4 * t] = 220
+    return frame
+
+
+def stabilized(frames: list, outputs: list, **settings: float) -> list:
+    stab = Stabilizer(StabilizerSettings(**settings))
+    return [stab(f, o) for f, o in zip(frames, outputs, strict=True)]
+
+
+def test_still_noisy_scene_flickers_less_than_its_input(engine: Engine) -> None:
+    truth, noisy = noisy_still(64, 96, 12)
+    bare = [engine.process(f) for f in noisy]
+    stable = stabilized(noisy, bare)
+    base = flicker(noisy, truth)
+    bare_ratio, stable_ratio = flicker(bare, truth) / base, flicker(stable, truth) / base
+    assert bare_ratio > 1.05  # the sharpener amplifies the noise: it flickers
+    assert stable_ratio < bare_ratio and stable_ratio <= 1.00
+
+
+def test_moving_square_leaves_no_ghost(engine: Engine) -> None:
+    frames = [moving_square(t) for t in range(12)]
+    bare = [engine.process(f) for f in frames]
+    stable = stabilized(frames, bare)
+    for t in range(1, 12):  # where the square is and where it just was: the model's own output
+        region = (slice(22, 42), slice(4 + 4 * (t - 1), 28 + 4 * t))
+        diff = np.abs(stable[t][region].astype(int) - bare[t][region])
+        assert diff.max() <= 1, t
+
+
+def test_first_frame_size_change_and_cut_pass_through(engine: Engine) -> None:
+    _, noisy = noisy_still(64, 96, 3)
+    stab = Stabilizer()
+    first = engine.process(noisy[0])
+    assert stab(noisy[0], first) is first
+    second = engine.process(noisy[1])
+    assert not np.array_equal(stab(noisy[1], second), second)  # blended from now on
+    small = noisy[2][:48, :80].copy()
+    out = engine.process(small)
+    assert stab(small, out) is out  # a new size starts over
+    cut = 255 - small
+    out = engine.process(cut)
+    assert stab(cut, out) is out  # a scene cut starts over
+    assert stab.resets == 2
+
+
+def test_x2_outputs(engine_x2: Engine) -> None:
+    truth, noisy = noisy_still(32, 48, 10)
+    bare = [engine_x2.process(f) for f in noisy]
+    assert bare[0].shape == (64, 96, 3)
+    stable = stabilized(noisy, bare)
+    assert stable[3].shape == (64, 96, 3) and stable[0] is bare[0]
+    big_truth = [engine_x2.process(g) for g in truth]
+    assert flicker(stable, big_truth) < 0.6 * flicker(bare, big_truth)
+    frames = [moving_square(t, 32, 80)[:, :, :] for t in range(8)]
+    bare = [engine_x2.process(f) for f in frames]
+    stable = stabilized(frames, bare)
+    for t in range(1, 8):
+        region = (slice(44, 84), slice(2 * (4 + 4 * (t - 1)), 2 * (28 + 4 * t)))
+        assert np.abs(stable[t][region].astype(int) - bare[t][region]).max() <= 1, t
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="beta"):
+        StabilizerSettings(beta=1.0)
+    with pytest.raises(ValueError, match="still < moving"):
+        StabilizerSettings(still=10, moving=5)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-stabilize"], False)])
+def test_no_stabilize_reaches_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], expected: bool
+) -> None:
+    clip = tmp_path / "call.mp4"
+    make_clip(clip, frames=4, width=64, height=48)
+    model = unsharp_model(tmp_path / "unsharp.onnx")
+    seen: list[pipeline.RunSettings] = []
+    real_run = pipeline.run
+
+    def spy(*args: object, **kwargs: object) -> pipeline.RunStats:
+        seen.append(args[3])  # type: ignore[arg-type]
+        return real_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "run", spy)
+    out = tmp_path / "sharp.mp4"
+    argv = ["--input", str(clip), "--output", str(out), "--model", str(model), "--no-progress"]
+    assert cli.main([*argv, *flag]) == 0
+    assert [s.stabilize for s in seen] == [expected]
+    assert out.stat().st_size > 0
