@@ -5,9 +5,14 @@ changes of its own: on a still face the output shimmers more than the input did.
 :class:`Stabilizer` (one per stream) looks at how much the *input* changed since the
 previous frame, per pixel, on a slightly blurred luma (so codec noise counts as still and
 real motion does not), and where it barely changed blends the model's output with the
-previous stabilized output::
+previous stabilized output, and adds back a share ``follow`` of the input's own change::
 
-    o'_t = w * o'_{t-1} + (1 - w) * o_t,   w = beta (still) ... 0 (moving), a linear ramp
+    o'_t = w * o'_{t-1} + (1 - w) * o_t + follow * w * (x_t - x_{t-1}),
+    w = beta (still) ... 0 (moving), a linear ramp on the input's change
+
+``follow`` 0 blends the outputs (it also smooths the input's codec noise, but lags slow
+real changes); 1 blends only what the model added (``o - x``), so the input's changes pass
+at once. In between trades the two (see the README for the figures on the clips).
 
 Moving pixels keep the model's own output (no ghosting); the motion map is widened by a few
 pixels so edges next to motion are not blended either. A ×2 model's output is twice the
@@ -41,13 +46,15 @@ class StabilizerSettings:
         moving: change from which a pixel is moving (weight 0); linear between the two.
         spread: side of the square (input pixels) by which motion is widened.
         cut: mean blurred-luma change (grey levels) above which a frame is a scene cut.
+        follow: share of the input's change added back where blended (0..1).
     """
 
-    beta: float = 0.6
-    still: int = 3
-    moving: int = 10
+    beta: float = 0.7
+    still: int = 2
+    moving: int = 6
     spread: int = 5
     cut: float = 20.0
+    follow: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.beta < 1.0:
@@ -56,6 +63,8 @@ class StabilizerSettings:
             raise ValueError(f"need 0 <= still < moving <= 255, got {self.still}, {self.moving}")
         if self.spread < 1:
             raise ValueError(f"spread must be at least 1, got {self.spread}")
+        if not 0.0 <= self.follow <= 1.0:
+            raise ValueError(f"follow must be in [0, 1], got {self.follow}")
 
 
 class Stabilizer:
@@ -80,6 +89,7 @@ class Stabilizer:
     def reset(self) -> None:
         """Forget the previous frame: the next one passes through unchanged."""
         self._luma: np.ndarray | None = None
+        self._frame: np.ndarray | None = None
         self._out: np.ndarray | None = None
 
     def _features(self, frame: np.ndarray) -> np.ndarray:
@@ -101,16 +111,27 @@ class Stabilizer:
     def __call__(self, frame: np.ndarray, output: np.ndarray) -> np.ndarray:
         """The stabilized ``output`` of the model for input ``frame``."""
         w = self.weight(frame)
-        previous = self._out
+        previous, last = self._out, self._frame
+        self._frame = frame.copy() if self.settings.follow else None
         if w is None or previous is None or previous.shape != output.shape:
             if previous is not None:
                 self.resets += 1
             self._out = output
             return output
         h, wd = output.shape[:2]
-        if w.shape != (h, wd):
-            w = cv2.resize(w, (wd, h), interpolation=cv2.INTER_LINEAR)
-        blended = cv2.blendLinear(previous, output, w, 1.0 - w)
+        w3 = cv2.merge([w, w, w])
+        term = None  # follow * w * (x_t - x_{t-1}), float32, at the input's size
+        if last is not None:
+            change = cv2.subtract(frame, last, dtype=cv2.CV_16S)
+            term = cv2.multiply(change, w3, scale=self.settings.follow, dtype=cv2.CV_32F)
+        if w3.shape[:2] != (h, wd):
+            w3 = cv2.resize(w3, (wd, h), interpolation=cv2.INTER_LINEAR)
+            if term is not None:
+                term = cv2.resize(term, (wd, h), interpolation=cv2.INTER_LINEAR)
+        lag = cv2.multiply(cv2.subtract(previous, output, dtype=cv2.CV_16S), w3, dtype=cv2.CV_32F)
+        if term is not None:
+            lag = cv2.add(lag, term)
+        blended = cv2.add(output, lag, dtype=cv2.CV_8U)  # one rounding, saturated
         self._out = blended
         return blended
 

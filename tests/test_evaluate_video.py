@@ -135,3 +135,22 @@ def test_fast_scores_match_the_torch_metrics() -> None:
     fast, ref = fast_scores(b, a), image_scores(b, a)
     assert fast[0] == pytest.approx(ref[0], abs=1e-6)
     assert fast[1] == pytest.approx(ref[1], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flag", "bare", "stable"), [([], True, True), (["--stabilize"], False, True)]
+)
+def test_stabilizer_rows(
+    clip_dir: Path, tmp_path: Path, flag: list[str], bare: bool, stable: bool
+) -> None:
+    model = tiny_model(tmp_path / "one.onnx", 1)
+    out = tmp_path / "out"
+    argv = ["--clips", str(clip_dir), "--models", str(model), "--out", str(out)]
+    argv += ["--degradations", "blocking", "--peers", str(tmp_path / "no-peers"), *flag]
+    assert main(argv) == 0
+    (result,) = json.loads((out / "report.json").read_text())["results"]
+    rows = {row["method"]: row for row in result["rows"]}
+    assert ("sharpcam one.onnx (x1)" in rows) == bare
+    assert ("sharpcam one.onnx (x1) + stabilizer" in rows) == stable
+    row = rows["sharpcam one.onnx (x1) + stabilizer"]
+    assert np.isfinite(row["psnr"]) and row["flicker_ratio"] > 0
