@@ -256,10 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-frames", type=int, default=None, metavar="N", help="stop after N frames"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar for files")
-    run.add_argument(
-        "--no-stabilize", action="store_true",
-        help="no temporal blend of still areas (it keeps the model from flickering)",
-    )  # fmt: skip
+    run.add_argument("--no-stabilize", action="store_true", help="no anti-flicker blend")
     run.add_argument(
         "--allow-partial", action="store_true",
         help="accept an input video whose end is truncated or undecodable (a warning, exit 0)",

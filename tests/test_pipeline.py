@@ -129,7 +129,8 @@ class TestFileToFile:
         with FileSource(clip) as source:
             info = source.info
             with FileSink.for_source(out, info) as sink:
-                stats = run(source, engine, [sink], QUIET)
+                # the bare model's frames, to compare each with it (the blend: test_temporal)
+                stats = run(source, engine, [sink], RunSettings(0, False, stabilize=False))
         assert stats.frames_in == stats.frames_out == 20 and stats.dropped == 0
         assert stats.stop_reason == "end of file"
         decoded_out = decode_rgb(out)
