@@ -284,3 +284,39 @@ def test_live_source_timestamps_increase_under_a_slow_model(executor) -> None:
         track.stop()
 
     asyncio.run(run())
+
+
+class Amplify:
+    """Doubles every difference from mid-grey: small input changes become larger ones."""
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        return np.clip(2 * frame.astype(np.int16) - 128, 0, 255).astype(np.uint8)
+
+
+def test_stabilizer_is_per_track_and_can_be_off(executor) -> None:
+    async def level(track: SharpenTrack, source: QueueTrack, value: int, pts: int) -> int:
+        pending = asyncio.ensure_future(track.recv())
+        source.push(value, pts=pts)
+        return int((await pending).to_ndarray(format="rgb24")[8, 8, 0])
+
+    async def run() -> None:
+        sources = [QueueTrack() for _ in range(3)]
+        one, two, off = (
+            SharpenTrack(sources[0], Amplify(), executor=executor, view=View(split=0.0)),
+            SharpenTrack(sources[1], Amplify(), executor=executor, view=View(split=0.0)),
+            SharpenTrack(
+                sources[2], Amplify(), executor=executor, view=View(split=0.0), stabilize=False
+            ),
+        )
+        for t in range(1, 6):  # two still streams, interleaved: neither blends with the other
+            assert await level(one, sources[0], 100, t) == 72
+            assert await level(two, sources[1], 103, t) == 78
+        shimmer = [100 + t % 2 for t in range(6)]  # 1 grey level of noise, doubled by the model
+        stable = [await level(one, sources[0], v, 10 + t) for t, v in enumerate(shimmer)]
+        bare = [await level(off, sources[2], v, 10 + t) for t, v in enumerate(shimmer)]
+        assert bare == [72, 74, 72, 74, 72, 74]
+        assert max(np.abs(np.diff(stable[1:]))) < 2  # the still stream's shimmer is damped
+        for track in (one, two, off):
+            track.stop()
+
+    asyncio.run(run())
