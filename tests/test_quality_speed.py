@@ -79,10 +79,10 @@ def test_writes_a_png_and_a_json_with_one_point_per_method(
     assert payload["degradation"] == "call-h264-low" and payload["clips"] == 2
     points = {p["method"]: p for p in payload["points"]}
     assert set(points) == {
-        "bicubic x2", "unsharp mask", "sharpcam one (fast)", "sharpcam two (quality)",
+        "bicubic x2", "unsharp mask", "sharpcam one (fast)", "sharpcam two (quality) + stabilizer",
     }  # fmt: skip
-    assert points["sharpcam two (quality)"]["psnr_gain"] == pytest.approx(0.6)
-    assert points["sharpcam two (quality)"]["kind"] == "x2"
+    assert points["sharpcam two (quality) + stabilizer"]["psnr_gain"] == pytest.approx(0.6)
+    assert points["sharpcam two (quality) + stabilizer"]["kind"] == "x2"
     assert points["sharpcam one (fast)"]["kind"] == "restore"
     assert points["bicubic x2"]["psnr_gain"] == 0.0
     for p in points.values():
@@ -92,7 +92,7 @@ def test_writes_a_png_and_a_json_with_one_point_per_method(
     assert set(PEERS) <= set(skipped)
     assert all("not found" in skipped[name] for name in PEERS)
     printed = capsys.readouterr().out
-    assert "sharpcam two (quality)" in printed and "skipped FSRCNN x2" in printed
+    assert "sharpcam two (quality) + stabilizer" in printed and "skipped FSRCNN x2" in printed
 
 
 @pytest.mark.skipif(not DEFAULT_PEERS.is_dir(), reason="../shared/peers absent")

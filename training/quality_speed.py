@@ -38,15 +38,15 @@ from sharpcam.errors import ModelError, ProviderError
 from sharpcam.machine import cpu_count
 from sharpcam.models import read_info
 from sharpcam.runtime import EngineSettings, backend_names
+from sharpcam.temporal import Stabilizer
 from training.degradations import CLIP_DEGRADATIONS
 from training.evaluate_video import IDENTITY, UNSHARP, bicubic_x2
 from training.peers import DEFAULT_PEERS, load_peers
 
 FPS30_MS = 1000.0 / 30.0
 KINDS = {"x2": ("tab:blue", "×2: 640×360 → 1280×720"), "restore": ("tab:orange", "restore: 720p")}
-
-
 ROW = "{:44} {:8} {:>12} {:>10} {:>8}  {}"
+Frames = Callable[[np.ndarray], np.ndarray]
 
 
 class QualitySpeedError(ValueError):
@@ -100,23 +100,26 @@ class Candidate:
     method: str
     kind: str
     backend: str
-    fn: Callable[[np.ndarray], np.ndarray]
+    fn: Frames
     row: str | None
 
 
 def time_interleaved(
     candidates: Sequence[Candidate], frames: dict[str, np.ndarray], rounds: int
 ) -> list[list[float]]:
-    """Milliseconds of each call: one warm-up call each, then ``rounds`` interleaved."""
+    """Milliseconds of each call: ``rounds`` interleaved rounds after a warm-up round."""
     times: list[list[float]] = [[] for _ in candidates]
-    for c in candidates:
-        c.fn(frames[c.kind])
-    for _ in tqdm(range(rounds), desc="timing rounds", unit="round"):
+    for _ in tqdm(range(rounds + 1), desc="timing rounds", unit="round"):
         for c, ms in zip(candidates, times, strict=True):
             t0 = perf_counter()
             c.fn(frames[c.kind])
             ms.append((perf_counter() - t0) * 1e3)
-    return times
+    return [ms[1:] for ms in times]
+
+
+def stabilized(stabilizer: Stabilizer, process: Frames, frame: np.ndarray) -> np.ndarray:
+    """``process`` then the temporal ``stabilizer``, as the runtime runs a model."""
+    return stabilizer(frame, process(frame))
 
 
 def timing_frames() -> dict[str, np.ndarray]:
@@ -183,7 +186,9 @@ def sharpcam_candidates(
         except ModelError as exc:
             raise QualitySpeedError(str(exc)) from None
         kind = "x2" if info.scale == 2 else "restore"
-        method = f"sharpcam {path.stem} ({info.tier})"
+        row = report_row(gains, f"sharpcam {path.name} (x{info.scale})")
+        stable = row is not None and "stabiliz" in row  # the runtime stabilizes by default
+        method = f"sharpcam {path.stem} ({info.tier})" + (" + stabilizer" if stable else "")
         names = backend_names(EngineSettings(upscale=info.scale))
         if info.int8 and "openvino" in names:
             names = ["openvino"]  # the runtime runs int8 files on OpenVINO only
@@ -194,8 +199,8 @@ def sharpcam_candidates(
                 skipped.append((f"{method} on {name}", str(exc).splitlines()[0]))
                 continue
             engines.append(engine)
-            row = report_row(gains, f"sharpcam {path.name} (x{info.scale})")
-            candidates.append(Candidate(method, kind, engine.describe(), engine.process, row))
+            fn = partial(stabilized, Stabilizer(), engine.process) if stable else engine.process
+            candidates.append(Candidate(method, kind, engine.describe(), fn, row))
     return candidates, skipped, engines
 
 
@@ -265,10 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = points_of(candidates, times, gains)
     skipped += skipped_peers
     skipped += [(p.method, "no row in the report") for p in points if p.psnr_gain is None]
-    title = (
-        f"PSNR gain on {args.degradation} (mean over {clips} {which}) vs time per 720p "
-        f"frame\non this {cores}-core CPU, median of {args.rounds} interleaved calls"
-    )
+    title = f"PSNR gain on {args.degradation} (mean over {clips} {which}) vs time per 720p"
+    title += f" frame\non this {cores}-core CPU, median of {args.rounds} interleaved calls"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = figure(points, title)
@@ -286,8 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
     print(title.replace("\n", " "))
     print(table(points))
-    for name, why in skipped:
-        print(f"skipped {name}: {why}")
+    print(*(f"skipped {name}: {why}" for name, why in skipped), sep="\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
