@@ -58,9 +58,8 @@ def models(tmp_path: Path) -> list[Path]:
 def test_mean_gains_over_the_evaluation_clips_and_the_stabilized_row(tmp_path: Path) -> None:
     report = json.loads(write_report(tmp_path / "report.json").read_text())
     gains, clips, which = mean_gains(report, "call-h264-low")
-    assert clips == 2 and which == "evaluation clips"
-    assert gains[UNSHARP] == pytest.approx(-0.4)
-    assert IDENTITY not in gains
+    assert clips == 2 and which == "evaluation clips (degraded input 30.00 dB, SSIM 0.9000)"
+    assert gains[UNSHARP] == pytest.approx(-0.4) and gains[IDENTITY] == 0.0
     assert report_row(gains, "sharpcam two.onnx (x2)") == "sharpcam two.onnx (x2) + stabilizer"
     assert report_row(gains, "sharpcam one.onnx (x1)") == "sharpcam one.onnx (x1)"
     assert report_row(gains, "sharpcam three.onnx (x1)") is None
@@ -71,7 +70,8 @@ def test_writes_a_png_and_a_json_with_one_point_per_method(
 ) -> None:
     report = write_report(tmp_path / "report.json")
     out = tmp_path / "plots" / "quality_speed.png"
-    argv = ["--report", str(report), "--models", *map(str, models), "--out", str(out)]
+    extra = unsharp_model(tmp_path / "three.onnx")  # not in the report: not timed
+    argv = ["--report", str(report), "--models", *map(str, [*models, extra]), "--out", str(out)]
     assert main([*argv, "--peers", str(tmp_path / "no-peers"), "--rounds", "2"]) == 0
     image = cv2.imread(str(out))
     assert image is not None and image.shape[0] > 300 and image.shape[1] > 500
@@ -91,6 +91,7 @@ def test_writes_a_png_and_a_json_with_one_point_per_method(
     skipped = dict(map(tuple, payload["skipped"]))
     assert set(PEERS) <= set(skipped)
     assert all("not found" in skipped[name] for name in PEERS)
+    assert "no row in the report" in skipped["sharpcam three (quality)"]
     printed = capsys.readouterr().out
     assert "sharpcam two (quality) + stabilizer" in printed and "skipped FSRCNN x2" in printed
 

@@ -68,7 +68,7 @@ class Point:
 
 
 def mean_gains(report: dict, degradation: str) -> tuple[dict[str, float], int, str]:
-    """Method -> mean PSNR gain over the evaluation clips (all clips if none is one)."""
+    """Mean PSNR gain by method on the evaluation clips (or all), clip count, a caption."""
     results = [r for r in report.get("results", []) if r.get("degradation") == degradation]
     if not results:
         have = sorted({str(r.get("degradation")) for r in report.get("results", [])})
@@ -80,10 +80,11 @@ def mean_gains(report: dict, degradation: str) -> tuple[dict[str, float], int, s
     which = "evaluation clips" if chosen else "clips (none is an evaluation clip)"
     chosen = chosen or results
     gains: dict[str, list[float]] = {}
-    for result in chosen:
-        for row in result["rows"]:
-            if row["method"] != IDENTITY:
-                gains.setdefault(row["method"], []).append(float(row["psnr_gain"]))
+    for row in (x for r in chosen for x in r["rows"]):
+        gains.setdefault(row["method"], []).append(float(row["psnr_gain"]))
+    if base := [x for r in chosen for x in r["rows"] if x["method"] == IDENTITY]:
+        psnr, ssim = (np.mean([x[k] for x in base]) for k in ("psnr", "ssim"))
+        which += f" (degraded input {psnr:.2f} dB, SSIM {ssim:.4f})"
     return {m: float(np.mean(g)) for m, g in gains.items()}, len(chosen), which
 
 
@@ -175,9 +176,9 @@ def table(points: Sequence[Point]) -> str:
 
 def sharpcam_candidates(
     paths: Sequence[str], gains: dict[str, float], threads: int | None
-) -> tuple[list[Candidate], list[tuple[str, str]], list[Engine]]:
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """Engines for each model file on each backend the runtime would consider."""
-    candidates, skipped, engines = [], [], []
+    candidates, skipped = [], []
     for path in map(Path, paths):
         if not path.is_file():
             raise QualitySpeedError(f"model {path} does not exist: pass --models with ONNX files")
@@ -198,10 +199,9 @@ def sharpcam_candidates(
             except (ModelError, ProviderError) as exc:
                 skipped.append((f"{method} on {name}", str(exc).splitlines()[0]))
                 continue
-            engines.append(engine)
             fn = partial(stabilized, Stabilizer(), engine.process) if stable else engine.process
             candidates.append(Candidate(method, kind, engine.describe(), fn, row))
-    return candidates, skipped, engines
+    return candidates, skipped
 
 
 def points_of(
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             why = f"cannot read report {args.report}: {exc}; pass training.evaluate_video's"
             raise QualitySpeedError(f"{why} report.json") from None
         gains, clips, which = mean_gains(report, args.degradation)
-        ours, skipped, engines = sharpcam_candidates(args.models, gains, args.threads)
+        ours, skipped = sharpcam_candidates(args.models, gains, args.threads)
     except QualitySpeedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -264,14 +264,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         Candidate("unsharp mask", "restore", "OpenCV", UNSHARP, row("unsharp mask")),
         *ours,
     ]
-    times = time_interleaved(candidates, timing_frames(), args.rounds)
-    for engine in engines:
-        engine.close()
-    points = points_of(candidates, times, gains)
     skipped += skipped_peers
-    skipped += [(p.method, "no row in the report") for p in points if p.psnr_gain is None]
-    title = f"PSNR gain on {args.degradation} (mean over {clips} {which}) vs time per 720p"
-    title += f" frame\non this {cores}-core CPU, median of {args.rounds} interleaved calls"
+    skipped += [(c.method, "no row in the report: not timed") for c in candidates if not c.row]
+    candidates = [c for c in candidates if c.row]
+    points = points_of(
+        candidates, time_interleaved(candidates, timing_frames(), args.rounds), gains
+    )
+    title = f"PSNR gain on {args.degradation}, mean over {clips} {which}\nvs time per 720p"
+    title += f" frame on this {cores}-core CPU, median of {args.rounds} interleaved calls"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = figure(points, title)
