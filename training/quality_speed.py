@@ -4,8 +4,8 @@
 --out models/quality_speed.png``. Quality: each method's mean PSNR gain over the degraded
 input on the evaluation clips of :mod:`training.evaluate_video`'s ``report.json``, for one
 degradation (``call-h264-low``: the ×2 operating point); a sharpcam model's stabilized row
-wins over its plain one (the runtime stabilizes). Speed: every method timed here, calls
-interleaved over ``--rounds`` rounds, median and p95 of the whole call (uint8 in and out):
+wins over its plain one (the runtime stabilizes). Speed: each method with a row, timed here,
+calls interleaved over ``--rounds`` rounds, median and p95 of the whole call (uint8 in, out):
 ×2 methods 640×360 → 1280×720, restore methods on 1280×720. Sharpcam models run through
 :class:`sharpcam.engine.Engine` on each backend the runtime would consider; the plot shows
 the fastest. Writes the PNG, a JSON of its points beside it, and prints the table.
