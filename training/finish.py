@@ -51,13 +51,18 @@ def shipped(config: Config, run: Path) -> tuple[list[str], str]:
     """Which students the exported model holds, and its row name in the report.
 
     The ``quality`` and ``balanced`` tiers ship the seed's ensemble of A and B. The ``fast``
-    tier ships one student (it must fit the per-pixel budget alone): the one with the higher
-    validation SSIM on the other half, chosen before anything is scored on the test set.
+    tier ships one student (it must fit the per-pixel budget alone): the one with the larger
+    validation SSIM gain over the degraded input (A and B are validated on different halves,
+    so their absolute SSIMs do not compare), chosen before anything is scored on the test set.
     """
     if config.tier != "fast":
         return ["a", "b"], ENSEMBLE
-    ssim = {w: float(load_checkpoint(run / f"student_{w}" / "best.pt")["val_ssim"]) for w in "ab"}
-    best = max("ab", key=lambda w: ssim[w])
+    gains = {}
+    for w in "ab":
+        saved = load_checkpoint(run / f"student_{w}" / "best.pt")
+        row = read_history(run / f"student_{w}" / "history.csv")[int(saved["epoch"]) - 1]
+        gains[w] = float(saved["val_ssim"]) - float(row["val_identity_ssim"])
+    best = max("ab", key=lambda w: gains[w])
     return [best], f"student {best.upper()}"
 
 
