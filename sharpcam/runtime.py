@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,7 +137,8 @@ class TieredEngine:
     Everything an :class:`~sharpcam.engine.Engine` has is read from the current one. With
     ``fps`` and ``live``, an :class:`~sharpcam.tiers.OverrunMonitor` watches the model
     time and, after a sustained overrun, the next tier takes over; :attr:`status_note`
-    says so for the status line.
+    says so for the status line. ``process`` may be called from several threads at once
+    (a relay's workers): the overrun bookkeeping and the step-down hold a lock.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class TieredEngine:
         self._current = self._ladder[0]
         self._monitor = OverrunMonitor(fps) if fps and live and len(ladder) > 1 else None
         self._clock = clock
+        self._lock = threading.Lock()
         self.reason = reason
         """Why this tier was chosen (the start-up line)."""
         self.status_note = ""
@@ -174,11 +177,17 @@ class TieredEngine:
         self, frame: np.ndarray, *, bgr: bool = False, out: np.ndarray | None = None
     ) -> np.ndarray:
         """:meth:`Engine.process` on the current tier, then the overrun check."""
-        result = self._current.process(frame, bgr=bgr, out=out)
-        if self._monitor is not None and self._monitor.observe(
-            self._clock(), self._current.last_ms
-        ):
-            self._step_down()
+        engine = self._current
+        result = engine.process(frame, bgr=bgr, out=out)
+        if self._monitor is not None:
+            with self._lock:
+                # a frame of a tier already left behind says nothing about the current one
+                if (
+                    self._monitor is not None
+                    and engine is self._current
+                    and self._monitor.observe(self._clock(), engine.last_ms)
+                ):
+                    self._step_down()
         return result
 
     def _step_down(self) -> None:

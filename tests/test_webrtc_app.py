@@ -74,6 +74,8 @@ def test_serves_the_page_files_with_their_types(invert_engine) -> None:
                 "max_peers": 4,
                 "peers": 0,
                 "scale": 1,
+                "tier": None,  # a plain engine: no tiers
+                "tier_note": "",
             }
 
     asyncio.run(run())

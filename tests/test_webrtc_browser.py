@@ -88,7 +88,8 @@ def wait_connected_with_frames(page: Any, frames: int = 10) -> None:
 #: Labels and figures (but the model's name) of the figures panel on more than one line,
 #: with a model name as long as a real one can be (the next stats message restores it).
 ONE_LINE_JS = """() => {
-  document.getElementById('fig-model').textContent = 'sharpcam_student_x2.onnx on tensorrt';
+  document.getElementById('fig-model').textContent =
+    'sharpcam_student_x2.onnx on tensorrt, tier balanced';
   const lines = (e) => {
     const range = document.createRange();
     range.selectNodeContents(e);
@@ -220,6 +221,26 @@ def test_receive_only_mode_shows_the_servers_source_with_the_token(
             context.close()
     finally:
         source.close()
+
+
+def test_the_page_shows_the_tier_beside_the_model(browser: Any, invert_engine: Any) -> None:
+    """``/config``'s tier follows the model's name; a step-down note is its tooltip."""
+    from sharpcam.runtime import TieredEngine
+
+    engine = TieredEngine([invert_engine])  # the invert model has no tier: quality
+    engine.status_note = "tier quality (stepped down from a test)"
+    with BackgroundServer(make_relay(engine)) as server:
+        context = browser.new_context()
+        page, errors = open_page(context, server.url.split("?")[0] + "?autostart=0")
+        wait_for(
+            page,
+            "() => document.getElementById('fig-model').textContent"
+            " === 'invert test model, tier quality'",
+            what="the tier beside the model",
+        )
+        assert page.get_attribute("#fig-model", "title") == engine.status_note
+        assert errors == []
+        context.close()
 
 
 def test_a_full_relay_is_reported_on_the_page_and_a_freed_slot_reused(

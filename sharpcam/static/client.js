@@ -290,6 +290,18 @@ function keepVideoShape() {
   }
 }
 
+// the model's name, then its tier when the server chose one ("…, tier fast"); a step-down
+// note ("tier fast (stepped down from quality: …)") goes in the tooltip
+function modelText(msg) {
+  const model = msg.model || "–";
+  return msg.tier ? `${model}, tier ${msg.tier}` : model;
+}
+
+function showModel(msg) {
+  show("fig-model", modelText(msg));
+  $("fig-model").title = msg.tier_note || "";
+}
+
 function onServerMessage(data) {
   if (!state.pc) return; // a late message after Stop
   let msg;
@@ -303,7 +315,7 @@ function onServerMessage(data) {
     return;
   }
   if (msg.type !== "stats") return;
-  show("fig-model", msg.model || "–");
+  showModel(msg);
   show("fig-server-fps", msg.fps, 1);
   show("fig-model-ms", msg.model_ms, 1);
   show("fig-model-p95", msg.model_ms_p95, 1);
@@ -385,7 +397,7 @@ async function init() {
   state.send = state.send || (scale > 1 ? "half" : "full");
   $("send").value = state.send;
   $("send-control").hidden = receiveOnly;
-  show("fig-model", state.config.model || "–");
+  showModel(state.config);
   setStatus("idle");
   if (params.get("autostart") !== "0") start();
 }

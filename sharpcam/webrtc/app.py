@@ -5,8 +5,10 @@ Endpoints (aiortc's server-example layout):
 * ``GET /``, ``GET /client.js``, ``GET /style.css``: the page, from ``sharpcam/static``.
   Nothing else is served: no path from a request ever reaches the file system.
 * ``GET /config``: ``{"mode": "relay"|"receive", "model": str, "max_peers": int,
-  "peers": int, "scale": int}``, so the page knows whether to ask for the camera and
-  whether the model enlarges (``scale`` 2: a ×2 model).
+  "peers": int, "scale": int, "tier": str | null, "tier_note": str}``, so the page knows
+  whether to ask for the camera and whether the model enlarges (``scale`` 2: a ×2 model);
+  ``tier`` is the model tier in use (``null`` for a processor without tiers) and
+  ``tier_note`` says why it changed during the run (a step-down), else ``""``.
 * ``POST /offer``: JSON ``{"sdp": str, "type": "offer"}`` plus optional ``"sharpen": bool``
   and ``"split": float`` in [0, 1]; answers ``{"sdp": str, "type": "answer"}``. The answer
   holds all ICE candidates (aiortc does not trickle). Errors are JSON ``{"error": str}``:
@@ -34,6 +36,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -154,7 +157,8 @@ class Relay:
     Args:
         processor: the model, shared by all peers (calls are serialised on one worker
             thread unless ``executor`` says otherwise).
-        label: what the page shows as the model (e.g. ``"sharpcam.onnx on CPU"``).
+        label: what the page shows as the model (e.g. ``"sharpcam.onnx on CPU"``), or a
+            function returning it (read each time: a tier step-down changes the model).
         source: receive-only mode: a live video track every peer gets, sharpened. ``None``
             (relay mode): each peer's own video comes back sharpened.
         settings: limits, see :class:`RelaySettings`.
@@ -166,13 +170,13 @@ class Relay:
         self,
         processor: FrameProcessor,
         *,
-        label: str = "",
+        label: str | Callable[[], str] = "",
         source: MediaStreamTrack | None = None,
         settings: RelaySettings | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.processor = processor
-        self.label = label
+        self._label = label
         self.settings = settings or RelaySettings()
         self._source = source
         self._fanout = Fanout(source) if source is not None else None
@@ -182,6 +186,20 @@ class Relay:
         self._closed = False
         #: Refusals for lack of file descriptors (shared with the HTTP site).
         self.incidents = FdIncidents()
+
+    @property
+    def label(self) -> str:
+        """What the page shows as the model, now."""
+        return self._label() if callable(self._label) else self._label
+
+    def tier(self) -> dict[str, Any]:
+        """``{"tier": ..., "tier_note": ...}`` of the processor now (see ``GET /config``)."""
+        tier = getattr(self.processor, "tier", None)
+        note = getattr(self.processor, "status_note", "")
+        return {
+            "tier": tier if isinstance(tier, str) else None,
+            "tier_note": note if isinstance(note, str) else "",
+        }
 
     @property
     def mode(self) -> str:
@@ -201,6 +219,7 @@ class Relay:
             "max_peers": self.settings.max_peers,
             "peers": len(self._peers),
             "scale": scale_of(self.processor),
+            **self.tier(),
         }
 
     def pending(self, remote: str) -> int:
@@ -334,7 +353,8 @@ class Relay:
             channel, track = peer.channel, peer.track
             if channel is not None and track is not None and channel.readyState == "open":
                 figures = dataclasses.asdict(track.stats())
-                channel.send(json.dumps({"type": "stats", "model": self.label, **figures}))
+                message = {"type": "stats", "model": self.label, **self.tier(), **figures}
+                channel.send(json.dumps(message))
 
     async def close_peer(self, peer: Peer) -> None:
         """Close ``peer`` and free what it held (idempotent)."""

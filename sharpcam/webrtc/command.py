@@ -24,13 +24,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sharpcam.backends import BACKEND_CHOICES
 from sharpcam.errors import SharpcamError, UsageError
+from sharpcam.models import TIER_CHOICES
 from sharpcam.webrtc.access import AccessPolicy, new_token, split_host
 from sharpcam.webrtc.app import Relay, RelaySettings
 from sharpcam.webrtc.limits import HttpLimits
 from sharpcam.webrtc.server import serve
 
 PROG = "sharpcam serve"
+
+#: The page's default capture size (``client.js`` asks the camera for 640x480).
+PROBE_SIZE = (640, 480)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x720"`` → ``(1280, 720)``; an argparse type."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if match is None or min(int(match[1]), int(match[2])) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a frame size; give WIDTHxHEIGHT, e.g. 1280x720"
+        )
+    return int(match[1]), int(match[2])
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,12 @@ class ServeSettings:
         allow_hosts: more names the relay answers to (a reverse proxy's), any port.
         connect_timeout_s: an answered offer that has not connected by then frees its slot.
         max_connections: HTTP connections open at once.
+        tier: ``auto`` (the best tier that holds ``fps`` on ``probe_size`` frames here),
+            ``quality``, ``balanced`` or ``fast``; ``model`` overrides it.
+        backend: ``auto``, ``onnxruntime`` or ``openvino``.
+        fps: the frame rate the relay must hold (the tier choice and the live step-down).
+        probe_size: the frame size the tiers are timed on (width, height): the page's
+            default capture size; halved for ``upscale`` 2 (the page sends half size).
 
     Raises:
         UsageError: a value out of range, or a --host that is not a valid address.
@@ -65,8 +86,16 @@ class ServeSettings:
     allow_hosts: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     max_connections: int = 64
+    tier: str = "auto"
+    backend: str = "auto"
+    fps: float = 30.0
+    probe_size: tuple[int, int] = PROBE_SIZE
 
     def __post_init__(self) -> None:
+        if not 0 < self.fps <= 1000:
+            raise UsageError(f"--fps must be in (0, 1000], got {self.fps:g}")
+        if min(self.probe_size) < 1:
+            raise UsageError(f"--probe-size must be positive, got {self.probe_size}")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be in 0..65535, got {self.port}")
         if self.max_peers < 1:
@@ -141,10 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX model; None: the shipped models/sharpcam.onnx (or $SHARPCAM_MODEL)",
     )
     parser.add_argument(
+        "--tier",
+        choices=TIER_CHOICES,
+        default="auto",
+        help="model tier from models/ ($SHARPCAM_MODELS); auto: the best that holds --fps "
+        "on --probe-size frames here (timed once, cached), stepping down a tier if the "
+        "model falls behind while relaying; --model overrides it",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend"
+    )
+    parser.add_argument(
         "--provider",
         default="auto",
         choices=("auto", "tensorrt", "cuda", "cpu"),
         help="ONNX Runtime execution provider",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=30.0, help="frame rate the relay must hold (--tier auto)"
+    )
+    parser.add_argument(
+        "--probe-size",
+        type=parse_size,
+        default=PROBE_SIZE,
+        metavar="WxH",
+        help="frame size the tiers are timed on (default: the page's capture size, "
+        "640x480; halved with --upscale 2)",
     )
     parser.add_argument(
         "--upscale",
@@ -211,6 +262,10 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         allow_hosts=tuple(args.allow_host),
         connect_timeout_s=args.connect_timeout,
         max_connections=args.max_connections,
+        tier=args.tier,
+        backend=args.backend,
+        fps=args.fps,
+        probe_size=args.probe_size,
     )
 
 
@@ -225,19 +280,32 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
         from sharpcam.webrtc.source import open_source_track
 
         source = open_source_track(settings.source)
+    width, height = settings.probe_size
+    if settings.upscale > 1 and settings.probe_size == PROBE_SIZE:
+        width, height = width // 2, height // 2  # the page sends half size to a ×2 model
     try:
         engine = open_engine(
             EngineSettings(
-                model=settings.model, provider=settings.provider, upscale=settings.upscale
-            )
+                model=settings.model,
+                tier=settings.tier,
+                backend=settings.backend,
+                provider=settings.provider,
+                upscale=settings.upscale,
+            ),
+            width=width,
+            height=height,
+            fps=settings.fps,
+            live=True,
         )
     except BaseException:
         if source is not None:
             source.close()
         raise
-    label = f"{engine.model_path.name} on {engine.provider}"
-    if engine.scale > 1:
-        label += f" (×{engine.scale})"
+
+    def label() -> str:  # read live: a step-down changes the model
+        text = f"{engine.model_path.name} on {engine.provider}"
+        return text + (f" (×{engine.scale})" if engine.scale > 1 else "")
+
     try:
         relay = Relay(
             engine,
@@ -284,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                     else "relaying each page's camera"
                 )
                 print(f"{PROG}: open {url} in Chrome or Firefox ({what}; model {relay.label})")
+                if reason := getattr(relay.processor, "reason", ""):
+                    print(f"{PROG}: tier: {reason}")
                 print(f"{PROG}: press Ctrl-C to stop", flush=True)
 
             limits = HttpLimits(max_connections=settings.max_connections)
