@@ -111,7 +111,7 @@ def test_tier_asked_by_name(tiers: dict[str, Path], env: Path) -> None:
 def test_options_parse_and_bad_values_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args([])
     defaults = (args.tier, args.backend, args.fps, args.probe_size)
-    assert defaults == ("auto", "auto", 30.0, (640, 480))
+    assert defaults == ("auto", "auto", 30.0, None)  # None: the page's size, 640x480
     args = build_parser().parse_args(["--probe-size", "1280x720", "--tier", "fast"])
     assert args.probe_size == (1280, 720) and args.tier == "fast"
     with pytest.raises(SystemExit):

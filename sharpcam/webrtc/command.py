@@ -58,7 +58,8 @@ class ServeSettings:
         max_peers: peer connections at once (≥ 1).
         source: receive-only mode: a webcam index (``"0"``) or a video file; ``None``:
             relay mode, each page sends its own camera.
-        model: ONNX model; ``None``: the shipped default.
+        model: one ONNX model (overrides ``tier``); ``None``: ``$SHARPCAM_MODEL``, else
+            by ``tier`` from ``models/`` (``$SHARPCAM_MODELS``).
         provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
         upscale: 1 (restore) or 2 (a ×2 model: each page's stream comes back twice as
             large, split against a plain upscale).
@@ -69,8 +70,8 @@ class ServeSettings:
             ``quality``, ``balanced`` or ``fast``; ``model`` overrides it.
         backend: ``auto``, ``onnxruntime`` or ``openvino``.
         fps: the frame rate the relay must hold (the tier choice and the live step-down).
-        probe_size: the frame size the tiers are timed on (width, height): the page's
-            default capture size; halved for ``upscale`` 2 (the page sends half size).
+        probe_size: the frame size the tiers are timed on (width, height); ``None``: the
+            page's default capture size, halved for ``upscale`` 2 (the page sends half).
 
     Raises:
         UsageError: a value out of range, or a --host that is not a valid address.
@@ -89,12 +90,12 @@ class ServeSettings:
     tier: str = "auto"
     backend: str = "auto"
     fps: float = 30.0
-    probe_size: tuple[int, int] = PROBE_SIZE
+    probe_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 1000:
             raise UsageError(f"--fps must be in (0, 1000], got {self.fps:g}")
-        if min(self.probe_size) < 1:
+        if self.probe_size is not None and min(self.probe_size) < 1:
             raise UsageError(f"--probe-size must be positive, got {self.probe_size}")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be in 0..65535, got {self.port}")
@@ -167,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         default=None,
-        help="ONNX model; None: the shipped models/sharpcam.onnx (or $SHARPCAM_MODEL)",
+        help="one ONNX model, overriding --tier; None: $SHARPCAM_MODEL, else by --tier from "
+        "models/ ($SHARPCAM_MODELS)",
     )
     parser.add_argument(
         "--tier",
@@ -192,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--probe-size",
         type=parse_size,
-        default=PROBE_SIZE,
+        default=None,
         metavar="WxH",
-        help="frame size the tiers are timed on (default: the page's capture size, "
-        "640x480; halved with --upscale 2)",
+        help="frame size the tiers are timed on; None: the page's capture size, 640x480 "
+        "(320x240 with --upscale 2: the page sends half size)",
     )
     parser.add_argument(
         "--upscale",
@@ -280,8 +282,8 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
         from sharpcam.webrtc.source import open_source_track
 
         source = open_source_track(settings.source)
-    width, height = settings.probe_size
-    if settings.upscale > 1 and settings.probe_size == PROBE_SIZE:
+    width, height = settings.probe_size or PROBE_SIZE
+    if settings.probe_size is None and settings.upscale > 1:
         width, height = width // 2, height // 2  # the page sends half size to a ×2 model
     try:
         engine = open_engine(
