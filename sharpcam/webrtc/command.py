@@ -248,6 +248,9 @@ def configure_logging(verbosity: int) -> None:
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
+    # serve's verbosity governs sharpcam's own loggers too (the run command may have set
+    # them, with a handler, earlier in the same process: tests do)
+    logging.getLogger("sharpcam").setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbosity >= 2 else logging.WARNING)
 
