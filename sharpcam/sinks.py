@@ -13,80 +13,42 @@ import logging
 import os
 import sys
 import tempfile
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import av
-import cv2
-import numpy as np
 import pyvirtualcam
 
 from sharpcam.atomic import atomic_path, destination
 from sharpcam.errors import SinkError, one_line
-from sharpcam.frames import bgr_from_rgb, check_frame, video_frame_from_rgb
+from sharpcam.frames import video_frame_from_rgb
+from sharpcam.preview import PREVIEW_MODES, PreviewSink, compose_preview, has_display
+from sharpcam.sink_base import Sink, checked_image, fit_to
 from sharpcam.sources import Frame, SourceInfo
 
+__all__ = [
+    "PREVIEW_MODES",
+    "SINKS",
+    "FileSink",
+    "FileSinkSettings",
+    "NullSink",
+    "PreviewSink",
+    "Sink",
+    "VirtualCameraSink",
+    "check_writable",
+    "compose_preview",
+    "has_display",
+    "pick_codec",
+    "register_sink",
+    "same_file",
+    "virtual_camera_hint",
+]
+
 log = logging.getLogger(__name__)
-
-
-class Sink(ABC):
-    """Receives sharpened frames. :meth:`close` exactly once (the context manager does)."""
-
-    #: A label for logs.
-    name: str = "sink"
-
-    @abstractmethod
-    def send(self, frame: Frame, original: Frame | None = None) -> None:
-        """Deliver one sharpened frame.
-
-        Args:
-            frame: the sharpened frame (``HxWx3 uint8`` RGB image, source timestamps).
-            original: the frame before sharpening (the preview shows both).
-
-        Raises:
-            TypeError: the image is not uint8. ValueError: it is not ``HxWx3``.
-            SinkError: the output cannot be written.
-        """
-
-    def passthrough(self, packet: av.Packet) -> None:  # noqa: B027 - optional hook
-        """Copy a non-video packet (audio) through untouched; ignored by default."""
-
-    @property
-    def stop_requested(self) -> bool:
-        """The user asked this sink to end the run (closed the preview window)."""
-        return False
-
-    @abstractmethod
-    def close(self, *, complete: bool = True) -> None:
-        """Finish the output; ``complete=False`` discards what a file sink wrote."""
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(complete=exc_type is None)
-
-
-def _checked(frame: Frame) -> np.ndarray:
-    return check_frame(frame.image)
-
-
-def _fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` resized to ``width x height`` if it is not already (a camera changed mode)."""
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
 # -- null ------------------------------------------------------------------------------------
@@ -101,7 +63,7 @@ class NullSink(Sink):
         self.frames = 0
 
     def send(self, frame: Frame, original: Frame | None = None) -> None:
-        _checked(frame)
+        checked_image(frame)
         self.frames += 1
 
     def close(self, *, complete: bool = True) -> None:
@@ -224,10 +186,10 @@ class VirtualCameraSink(Sink):
         )
 
     def send(self, frame: Frame, original: Frame | None = None) -> None:
-        image = _checked(frame)
+        image = checked_image(frame)
         if self._cam is None:
             raise SinkError("the virtual camera is closed")
-        self._cam.send(_fit(image, self.width, self.height))
+        self._cam.send(fit_to(image, self.width, self.height))
         self.frames += 1
         if self._pace:
             self._cam.sleep_until_next_frame()
@@ -420,7 +382,7 @@ class FileSink(Sink):
             ) from exc
 
     def send(self, frame: Frame, original: Frame | None = None) -> None:
-        image = _fit(_checked(frame), self.width, self.height)
+        image = fit_to(checked_image(frame), self.width, self.height)
         vf = video_frame_from_rgb(image, self._video.pix_fmt, **self._colour)
         if frame.pts is not None and frame.time_base is not None:
             pts = round(Fraction(frame.pts) * frame.time_base / self._tb)
@@ -501,107 +463,6 @@ def check_writable(path: Path) -> None:
             f"cannot write {path}: folder {parent} does not take new files "
             f"({exc.strerror or exc}); choose another path"
         ) from None
-
-
-# -- preview window --------------------------------------------------------------------------
-
-PREVIEW_MODES = ("split", "sharpened", "original")
-
-
-def compose_preview(
-    original: np.ndarray, sharpened: np.ndarray, mode: str = "split", split: float = 0.5
-) -> np.ndarray:
-    """The picture the preview shows, ``HxWx3 uint8`` RGB (a new array).
-
-    ``split``: left of ``split * W`` the original, right of it the sharpened frame, a
-    1-pixel white divider and labels; ``sharpened`` / ``original``: that frame alone.
-
-    Raises:
-        ValueError: unknown ``mode``, or the two frames differ in size.
-    """
-    if mode not in PREVIEW_MODES:
-        raise ValueError(f"mode must be one of {PREVIEW_MODES}, got {mode!r}")
-    if original.shape != sharpened.shape:
-        raise ValueError(f"original {original.shape} and sharpened {sharpened.shape} differ")
-    if mode != "split":
-        return (sharpened if mode == "sharpened" else original).copy()
-    out = sharpened.copy()
-    x = round(out.shape[1] * split)
-    out[:, :x] = original[:, :x]
-    if 0 < x < out.shape[1]:
-        out[:, x] = 255
-    scale = max(out.shape[0] / 720, 0.4)
-    for text, left in (("original", True), ("sharpened", False)):
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        pos = (
-            (max(x - tw - 10, 2), th + 8) if left else (min(x + 10, out.shape[1] - tw - 2), th + 8)
-        )
-        cv2.putText(
-            out, text, pos, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
-        )
-    return out
-
-
-def has_display(platform: str = sys.platform, environ: dict[str, str] | None = None) -> bool:
-    """Whether a window can open (on Linux: ``DISPLAY`` or ``WAYLAND_DISPLAY`` is set;
-    OpenCV's Qt aborts the whole process otherwise, so this is checked first)."""
-    env = os.environ if environ is None else environ
-    if platform.startswith("linux"):
-        return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-    return True
-
-
-class PreviewSink(Sink):
-    """An OpenCV window: split view (left original, right sharpened).
-
-    Keys: ``space`` or ``s`` cycles split / sharpened / original; ``q`` or ``Esc`` ends
-    the run (so does closing the window).
-
-    Raises:
-        SinkError: no display to open a window on.
-    """
-
-    name = "preview"
-
-    def __init__(self, title: str = "sharpcam (space: toggle view, q: quit)") -> None:
-        if not has_display():
-            raise SinkError(
-                "no display for --preview (DISPLAY is not set); run it in a desktop session, "
-                "or use --output FILE"
-            )
-        self.title = title
-        self.mode = PREVIEW_MODES[0]
-        self._stop = False
-        self._open = True
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-
-    def send(self, frame: Frame, original: Frame | None = None) -> None:
-        sharp = _checked(frame)
-        orig = original.image if original is not None else sharp
-        if orig.shape != sharp.shape:
-            orig = _fit(orig, sharp.shape[1], sharp.shape[0])
-        cv2.imshow(self.title, bgr_from_rgb(compose_preview(orig, sharp, self.mode)))
-        self.handle_key(cv2.waitKey(1))
-        if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-            self._stop = True
-
-    def handle_key(self, key: int) -> None:
-        """Act on a key code from ``cv2.waitKey`` (``-1``: none)."""
-        key &= 0xFF
-        if key in (ord(" "), ord("s")):
-            self.mode = PREVIEW_MODES[(PREVIEW_MODES.index(self.mode) + 1) % len(PREVIEW_MODES)]
-        elif key in (ord("q"), 27):
-            self._stop = True
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop
-
-    def close(self, *, complete: bool = True) -> None:
-        if self._open:
-            self._open = False
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
 
 
 # -- registry --------------------------------------------------------------------------------
