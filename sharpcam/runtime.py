@@ -235,6 +235,23 @@ def _open(info: ModelInfo, backend: str, settings: EngineSettings) -> Engine:
     )
 
 
+class _ProviderLineOnce(logging.Filter):
+    """Drops a ``provider: ...`` line already said during one :func:`open_engine` (it opens
+    an engine per tier and backend, and each would say the same line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = record.getMessage()
+        if not line.startswith("provider: "):
+            return True
+        fresh = line not in self.said
+        self.said.add(line)
+        return fresh
+
+
 def open_engine(
     settings: EngineSettings = EngineSettings(),
     *,
@@ -252,6 +269,23 @@ def open_engine(
         ModelError, ProviderError: as :class:`~sharpcam.engine.Engine`, and
         :func:`resolve_models`.
     """
+    once = _ProviderLineOnce()
+    engine_log = logging.getLogger("sharpcam.engine")
+    engine_log.addFilter(once)
+    try:
+        return _open_engine(settings, width=width, height=height, fps=fps, live=live)
+    finally:
+        engine_log.removeFilter(once)
+
+
+def _open_engine(
+    settings: EngineSettings,
+    *,
+    width: int | None,
+    height: int | None,
+    fps: float | None,
+    live: bool,
+) -> TieredEngine:
     tiers = resolve_models(settings)
     names = backend_names(settings)
     first = _open(next(iter(tiers.values())), names[0], settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -216,3 +217,14 @@ def test_status_line_says_the_step_down(fake_camera: object) -> None:
     assert engine.tier == "fast"
     assert lines[-1].endswith(engine.status_note) and "stepped down from quality" in lines[-1]
     assert not lines[0].endswith(engine.status_note)
+
+
+def test_open_engine_says_the_provider_once(caplog: pytest.LogCaptureFixture) -> None:
+    """``--tier auto`` opens an engine per tier and backend; the provider line is said once."""
+    from sharpcam.runtime import EngineSettings, open_engine
+
+    with caplog.at_level(logging.INFO, logger="sharpcam"):
+        engine = open_engine(EngineSettings(backend="onnxruntime"), width=64, height=48, fps=25)
+    engine.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("provider: ")]
+    assert len(lines) == 1
