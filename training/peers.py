@@ -144,6 +144,11 @@ def tf_superres(pb: Path, scale: int) -> Upscaler:
         for number, _, raw in _fields(graph)
         if number != 1 or not any(raw == n.raw for n in nodes[cut:])
     )
+    if not hasattr(cv2.dnn, "readNetFromTensorflow"):
+        raise ImportError(
+            f"OpenCV {cv2.__version__} has no TensorFlow importer (removed in 5.1): "
+            "install opencv-python<5.1, as pyproject.toml pins it"
+        )
     net = cv2.dnn.readNetFromTensorflow(np.frombuffer(kept, np.uint8))
 
     def run(rgb: np.ndarray) -> np.ndarray:
