@@ -46,6 +46,23 @@ def fake_camera(monkeypatch: pytest.MonkeyPatch) -> type[FakeCapture]:
     return FakeCapture
 
 
+@pytest.fixture
+def ctrl_c_at_third_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third frame's model call raises ``KeyboardInterrupt`` (Ctrl-C in a file run)."""
+    from sharpcam import pipeline
+
+    real = pipeline._sharpen
+    calls = []
+
+    def interrupt_at_third(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "_sharpen", interrupt_at_third)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """One torch thread for a module: on a shared 2-core machine, 2 spinning threads make

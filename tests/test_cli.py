@@ -25,7 +25,7 @@ from helpers_media import (
 )
 from helpers_models import broken_model, unsharp_model
 
-from sharpcam import cli, pipeline
+from sharpcam import cli
 from sharpcam.engine import Engine
 from sharpcam.sources import list_cameras
 
@@ -99,18 +99,8 @@ class TestFileRun:
         model: Path,
         clip: Path,
         capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch,
+        ctrl_c_at_third_frame: None,
     ) -> None:
-        real = pipeline._sharpen
-        calls = []
-
-        def interrupt_at_third(*args: object) -> object:
-            calls.append(1)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return real(*args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(pipeline, "_sharpen", interrupt_at_third)
         out = tmp_path / "sharp.mp4"
         code, _, err = run(["--input", clip, "--output", out, "--model", model], capsys)
         assert code == 130

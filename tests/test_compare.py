@@ -11,7 +11,7 @@ import pytest
 from helpers_media import decode_rgb, make_clip, psnr
 from helpers_models import unsharp_model
 
-from sharpcam import cli, pipeline
+from sharpcam import cli
 from sharpcam.compare import ZOOM, busiest_crop, comparison_image
 
 
@@ -133,18 +133,8 @@ class TestCommand:
         model: Path,
         clip: Path,
         capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch,
+        ctrl_c_at_third_frame: None,
     ) -> None:
-        real = pipeline._sharpen
-        calls = []
-
-        def interrupt_at_third(*args: object) -> object:
-            calls.append(1)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return real(*args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(pipeline, "_sharpen", interrupt_at_third)
         out, side = tmp_path / "sharp.mp4", tmp_path / "side.mp4"
         argv = ["--input", clip, "--output", out, "--compare", "--compare", side, "--model", model]
         code = cli.main([str(a) for a in argv])
