@@ -115,10 +115,10 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
     }
     training_curves(histories, run / "curves.png")
     save_showcase(evaluation, run, [r.method for r in evaluation.rows])
-    which, _ = shipped(config, run)
+    which, row = shipped(config, run)
     students = [load_student(run / f"student_{w}" / "best.pt") for w in which]
     a = students[0]
-    metadata = onnx_metadata(config, split, students, evaluation.rows)
+    metadata = onnx_metadata(config, split, students, evaluation.rows, row)
     export = export_model(
         Ensemble(students),
         run / "sharpcam.onnx",
@@ -166,12 +166,17 @@ def real_sample(config: Config, split: Split) -> torch.Tensor:
 
 
 def onnx_metadata(
-    config: Config, split: Split, students: list[nn.Module], rows: typing.Sequence[Row]
+    config: Config,
+    split: Split,
+    students: list[nn.Module],
+    rows: typing.Sequence[Row],
+    shipped_row: str,
 ) -> dict[str, str]:
     """The ONNX ``metadata_props``: mode, tier, scale, cost, recipe, data, degradation,
-    teacher, active loss terms, test figures."""
+    teacher, active loss terms, test figures (those of the report row ``shipped_row``, the
+    exported model's: :func:`shipped`)."""
     by_name = {r.method: r for r in rows}
-    identity, ensemble = by_name["identity"], by_name[shipped(config, Path(config.out))[1]]
+    identity, ensemble = by_name["identity"], by_name[shipped_row]
     return {
         META_SCALE: str(MODES[config.mode]),
         META_MODE: config.mode,
@@ -258,9 +263,9 @@ def export_run(run_dir: Path, out: Path | None) -> int:
     config, split = saved_run(run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     rows = [Row(**r) for r in report["rows"]]
-    which, _ = shipped(config, run_dir)
+    which, row = shipped(config, run_dir)
     students = [load_student(run_dir / f"student_{w}" / "best.pt") for w in which]
-    metadata = onnx_metadata(config, split, students, rows)
+    metadata = onnx_metadata(config, split, students, rows, row)
     export_model(
         Ensemble(students),
         out or run_dir / "sharpcam.onnx",
