@@ -17,7 +17,14 @@ from tests.synthetic import make_photo, write_photos
 from training.data import make_split
 from training.degradations import get_degradation
 from training.onnx_io import export_model
-from training.quantize import Settings, calibration_inputs, export_int8, main, run_degradations
+from training.quantize import (
+    Settings,
+    calibration_inputs,
+    export_int8,
+    fixed_upsample_convs,
+    main,
+    run_degradations,
+)
 from training.students import Ensemble, build_student
 
 
@@ -151,3 +158,22 @@ def test_checks_follow_the_runs_degradation(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"degradation": "call:0.8,seed:0.2"}))
     assert run_degradations(tmp_path, 1) == ["seed", "call-h264-low", "call-vp8-low", "blocking"]
     assert run_degradations(tmp_path, 2) == ["seed", "call-h264-low", "call-vp8-low"]
+
+
+def test_x2_bicubic_base_stays_float(run: tuple[Path, Path], tmp_path: Path) -> None:
+    """The fixed bicubic convolution makes every output pixel's base: int8 would round it."""
+    photos, folder = run
+    model = tmp_path / "x2.onnx"
+    export_model(
+        Ensemble([build_student("fast-x2").fuse()]), model, metadata={"sharpcam.scale": "2"}
+    )
+    fixed = fixed_upsample_convs(onnx.load(str(model)))
+    assert len(fixed) == 1
+    out = tmp_path / "x2.int8.onnx"
+    export_int8(model, photos, folder, out, Settings(calibration_crops=4))
+    graph = onnx.load(str(out)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    assert not set(convs[fixed[0]].input) & dequantized  # fp32 in, fp32 weights
+    learned = [n for name, n in convs.items() if name != fixed[0]]
+    assert learned and all(n.input[1] in dequantized for n in learned)  # the rest is int8
