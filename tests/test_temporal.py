@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from helpers_media import make_clip
@@ -14,7 +15,7 @@ from synthetic import make_photo
 
 from sharpcam import cli, pipeline
 from sharpcam.engine import Engine
-from sharpcam.temporal import Stabilizer, StabilizerSettings
+from sharpcam.temporal import SETTINGS_BY_SCALE, Stabilizer, StabilizerSettings
 from training.metrics import flicker
 
 
@@ -49,7 +50,7 @@ def moving_square(t: int, height: int = 64, width: int = 96) -> np.ndarray:
 
 
 def stabilized(frames: list, outputs: list, **settings: float) -> list:
-    stab = Stabilizer(StabilizerSettings(**settings))
+    stab = Stabilizer(StabilizerSettings(**settings) if settings else None)
     return [stab(f, o) for f, o in zip(frames, outputs, strict=True)]
 
 
@@ -96,7 +97,12 @@ def test_x2_outputs(engine_x2: Engine) -> None:
     stable = stabilized(noisy, bare)
     assert stable[3].shape == (64, 96, 3) and stable[0] is bare[0]
     big_truth = [engine_x2.process(g) for g in truth]
-    assert flicker(stable, big_truth) < 0.6 * flicker(bare, big_truth)
+    # a x2 model's stabilizer passes the input's own change (the receiver's decoded frame
+    # is what it is) and smooths what the model adds: below the bare model and below what
+    # the receiver sees without sharpcam (bicubic)
+    bicubic = [cv2.resize(f, (96, 64), interpolation=cv2.INTER_CUBIC) for f in noisy]
+    ceiling = min(0.75 * flicker(bare, big_truth), flicker(bicubic, big_truth))
+    assert flicker(stable, big_truth) < ceiling
     frames = [moving_square(t, 32, 80)[:, :, :] for t in range(8)]
     bare = [engine_x2.process(f) for f in frames]
     stable = stabilized(frames, bare)
@@ -105,11 +111,35 @@ def test_x2_outputs(engine_x2: Engine) -> None:
         assert np.abs(stable[t][region].astype(int) - bare[t][region]).max() <= 1, t
 
 
+def test_defaults_follow_the_scale(engine: Engine, engine_x2: Engine) -> None:
+    _, noisy = noisy_still(32, 48, 3)
+    stab = Stabilizer()
+    stab(noisy[0], engine.process(noisy[0]))
+    assert stab.settings == SETTINGS_BY_SCALE[1] == StabilizerSettings()
+    stab(noisy[1], engine_x2.process(noisy[1]))  # another output size: starts over, as x2
+    assert stab.settings == SETTINGS_BY_SCALE[2] and stab.settings.follow == 1.0
+    assert Stabilizer(StabilizerSettings(beta=0.5)).settings.beta == 0.5
+
+
+def test_smooth_change_passes_in_full(engine: Engine) -> None:
+    """A slow, smooth brightening of a still scene is followed at once, not lagged."""
+    scene = make_photo(48, 64, seed=5)
+    frames = [cv2.add(scene, np.full_like(scene, 3 * t)) for t in range(8)]  # +3 levels a frame
+    stab = Stabilizer(StabilizerSettings(follow=0.0, smooth=3))
+    out = [stab(f, f) for f in frames]  # an identity model: the output is the input
+    inner = (slice(4, -4), slice(4, -4))
+    assert all(
+        np.abs(o[inner].astype(int) - f[inner]).max() <= 1 for o, f in zip(out, frames, strict=True)
+    )
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="beta"):
         StabilizerSettings(beta=1.0)
     with pytest.raises(ValueError, match="still < moving"):
         StabilizerSettings(still=10, moving=5)
+    with pytest.raises(ValueError, match="smooth"):
+        StabilizerSettings(smooth=4)
 
 
 @pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-stabilize"], False)])
