@@ -19,6 +19,7 @@ from training.students import (
     SeedStudent,
     StridedStudent,
     bicubic_phase_kernel,
+    bicubic_window,
     bicubic_x2_taps,
     build_student,
     count_parameters,
@@ -140,13 +141,22 @@ def test_unknown_student_name() -> None:
 class TestStridedStudent:
     @pytest.mark.parametrize(
         ("width", "depth", "unshuffle", "scale"),
-        [(16, 3, 2, 1), (32, 2, 4, 1), (8, 1, 1, 1), (32, 3, 2, 2), (48, 4, 2, 2), (8, 0, 4, 2)],
+        [
+            (16, 3, 2, 1),
+            (32, 2, 4, 1),
+            (8, 1, 1, 1),
+            (32, 3, 2, 2),
+            (48, 4, 2, 2),
+            (8, 0, 4, 2),
+            (16, 3, 1, 2),
+        ],
     )
     def test_cost_formula(self, width: int, depth: int, unshuffle: int, scale: int) -> None:
         model = StridedStudent(width, depth, unshuffle, scale)
         u2, r2 = unshuffle**2, (unshuffle * scale) ** 2
         convs = (27 * u2 * width + 9 * depth * width**2 + 9 * width * 3 * r2) / r2
-        upsample = 81 * u2 if scale == 2 else 0  # 3u x 3u x 3 taps per phase, per output pixel
+        side = 3 * unshuffle if unshuffle > 1 else 5  # bicubic: a window of 2 pixels each side
+        upsample = 9 * side**2 if scale == 2 else 0  # side² x 3 taps per phase, per output pixel
         assert macs_per_pixel(model) == pytest.approx(convs + upsample)
 
     @pytest.mark.parametrize("unshuffle", [1, 2, 4])
@@ -194,8 +204,16 @@ class TestStridedStudent:
             StridedStudent(unshuffle=3)
         with pytest.raises(ValueError, match="scale"):
             StridedStudent(scale=4)
-        with pytest.raises(ValueError, match="with scale 2"):
-            StridedStudent(unshuffle=1, scale=2)
+
+    def test_x2_at_full_input_resolution_starts_as_bicubic(self) -> None:
+        x = torch.rand(1, 3, 14, 18)
+        expected = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        model = StridedStudent(8, 1, unshuffle=1, scale=2)
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)
+        flat = torch.full((1, 3, 14, 18), 0.4)  # zero-sum head: flat stays flat, trained or not
+        torch.testing.assert_close(
+            randomise(model, std=0.1)(flat), F.interpolate(flat, scale_factor=2), rtol=0, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("name", ["residual-x2", "fast-x2"])
@@ -211,10 +229,10 @@ def test_restore_starts_as_identity(name: str) -> None:
     assert torch.equal(build_student(name)(x), x)
 
 
-@pytest.mark.parametrize("unshuffle", [2, 4])
+@pytest.mark.parametrize("unshuffle", [1, 2, 4])
 def test_bicubic_phase_kernel_is_bicubic(unshuffle: int) -> None:
     x = torch.rand(1, 3, 8 * unshuffle, 4 * unshuffle)
-    padded = F.pad(x, (unshuffle,) * 4, mode="replicate")
+    padded = F.pad(x, (bicubic_window(unshuffle)[1],) * 4, mode="replicate")
     phases = F.conv2d(padded, bicubic_phase_kernel(unshuffle), stride=unshuffle)
     expected = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
     torch.testing.assert_close(F.pixel_shuffle(phases, 2 * unshuffle), expected, rtol=0, atol=1e-5)

@@ -200,25 +200,33 @@ class ZeroSumConv2d(nn.Conv2d):
         self.fused = True
 
 
-def bicubic_phase_kernel(unshuffle: int) -> torch.Tensor:
-    """``(3 * (2u)², 3, 3u, 3u)``: a x2 bicubic upsample as a stride-u convolution.
+def bicubic_window(unshuffle: int) -> tuple[int, int]:
+    """``(kernel side, pad)`` of the x2 bicubic phase convolution at stride ``unshuffle``:
+    ``(3u, u)``, the window of :class:`StridedStudent`'s first layer, or ``(5, 2)`` when
+    ``u = 1`` (bicubic reads 2 pixels either side, more than a 3x3 window holds)."""
+    return (3 * unshuffle, unshuffle) if unshuffle >= 2 else (5, 2)
 
-    Reads the same window as :class:`StridedStudent`'s first layer (input padded by ``u``,
-    kernel ``3u``, stride ``u``) and writes the ``(2u)²`` output phases of each channel in
-    pixel-shuffle order, so ``pixel_shuffle(conv(pad(x)), 2u)`` is the bicubic x2 of ``x``.
-    Needs ``u >= 2`` (bicubic reads 2 pixels either side).
+
+def bicubic_phase_kernel(unshuffle: int) -> torch.Tensor:
+    """``(3 * (2u)², 3, k, k)``: a x2 bicubic upsample as a stride-u convolution.
+
+    Reads the input padded by ``p`` with a ``k x k`` window at stride ``u``
+    (:func:`bicubic_window`: for ``u >= 2`` the same window as :class:`StridedStudent`'s
+    first layer) and writes the ``(2u)²`` output phases of each channel in pixel-shuffle
+    order, so ``pixel_shuffle(conv(pad(x, p)), 2u)`` is the bicubic x2 of ``x``.
     """
     taps = bicubic_x2_taps()
     u, r = unshuffle, 2 * unshuffle
-    kernel = torch.zeros(3 * r * r, 3, 3 * u, 3 * u, dtype=torch.float64)
+    side, pad = bicubic_window(u)
+    kernel = torch.zeros(3 * r * r, 3, side, side, dtype=torch.float64)
     for c in range(3):
         for py in range(r):
             for px in range(r):
                 out = c * r * r + py * r + px
-                for ky in range(3 * u):
-                    oy = ky - u - py // 2 + 2  # tap index -2..2 -> 0..4
-                    for kx in range(3 * u):
-                        ox = kx - u - px // 2 + 2
+                for ky in range(side):
+                    oy = ky - pad - py // 2 + 2  # tap index -2..2 -> 0..4
+                    for kx in range(side):
+                        ox = kx - pad - px // 2 + 2
                         if 0 <= oy < 5 and 0 <= ox < 5:
                             kernel[out, c, ky, kx] = taps[py % 2, oy] * taps[px % 2, ox]
     return kernel.float()
@@ -259,12 +267,16 @@ class StridedStudent(nn.Module):
     the bicubic upsample).
 
     Cost per output pixel: ``(27u²*w + 9*depth*w² + 9*w*3(us)²) / (us)²`` multiply-adds,
-    plus ``27u² * 3(us)² / (us)² = 81u²`` for the bicubic phases when ``s = 2``.
+    plus ``81u²`` for the bicubic phases when ``s = 2`` (225 when ``u = 1``: a 5x5 window).
+
+    ``u = 1`` with ``s = 2`` keeps every feature at the input's resolution, as FSRCNN/ESPCN
+    do: the same multiply-adds buy a quarter of the width of ``u = 2`` but four times the
+    positions.
 
     Args:
         width: feature channels.
         depth: number of width->width convolutions.
-        unshuffle: the stride u of the first layer (1, 2 or 4; 2 or 4 when ``scale=2``).
+        unshuffle: the stride u of the first layer (1, 2 or 4).
         scale: 1 (same size out) or 2 (twice the size out).
 
     Attributes:
@@ -279,9 +291,9 @@ class StridedStudent(nn.Module):
 
     def __init__(self, width: int = 16, depth: int = 3, unshuffle: int = 2, scale: int = 1) -> None:
         super().__init__()
-        if unshuffle not in (1, 2, 4) or scale not in (1, 2) or (scale == 2 and unshuffle == 1):
+        if unshuffle not in (1, 2, 4) or scale not in (1, 2):
             raise ValueError(
-                f"unshuffle must be 1, 2 or 4 (2 or 4 with scale 2) and scale 1 or 2, "
+                f"unshuffle must be 1, 2 or 4 and scale 1 or 2, "
                 f"got unshuffle {unshuffle}, scale {scale}"
             )
         self.width, self.depth, self.unshuffle, self.scale = width, depth, unshuffle, scale
@@ -299,10 +311,14 @@ class StridedStudent(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.unshuffle
-        padded = nn.functional.pad(x, (u, u, u, u), mode="replicate") if u > 0 else x
-        phases = self.body(self.head(padded))
-        if self.upsample is not None:
-            phases = phases + self.upsample(padded)
+        if self.upsample is not None and u == 1:  # bicubic needs a 5x5 window, the head 3x3
+            padded = nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+            phases = self.body(self.head(padded[..., 1:-1, 1:-1])) + self.upsample(padded)
+        else:
+            padded = nn.functional.pad(x, (u, u, u, u), mode="replicate")
+            phases = self.body(self.head(padded))
+            if self.upsample is not None:
+                phases = phases + self.upsample(padded)
         r = u * self.scale
         out = nn.functional.pixel_shuffle(phases, r) if r > 1 else phases
         return out if self.upsample is not None else x + out
@@ -334,7 +350,14 @@ class ResidualX2Student(StridedStudent):
 
 class FastX2Student(StridedStudent):
     """The ``fast`` tier's x2 student, run alone: bicubic x2 plus a learned residual, width
-    32, depth 2, stride 2 (2.6k multiply-adds per output pixel, 324 of them the bicubic)."""
+    32, depth 2, stride 2 (2.6k multiply-adds per output pixel, 324 of them the bicubic).
+
+    Stride 1 (width 16, depth 3, 2.5k) learned more in the design's short runs on photos
+    (``training.design_learn``, 3,000 steps: +0.48 dB over bicubic against +0.41), but
+    distilled from the x2 quality tier with the same recipe (8 epochs, call:0.8,seed:0.2,
+    the training clips) it gained less on the call clips (H.264 +0.36 dB against +0.53, VP8
+    +0.18 against +0.36, seed blur -0.08 against +0.40) and on the test photos (-0.05 against
+    +0.05), so the fast tier stays at stride 2."""
 
     def __init__(self, width: int = 32, depth: int = 2, unshuffle: int = 2) -> None:
         super().__init__(width, depth, unshuffle, scale=2)
