@@ -4,7 +4,7 @@ Each file has a card naming its SHA-256 and size, and metadata saying what it is
 scale, tier, cost) that its output shape confirms. A restore model must beat the
 seed-degraded input on a scene the test draws (no data needed); a x2 model must beat the
 bicubic upscale on a real call clip it never saw (when ``../shared`` is there), and its
-known loss on drawn graphics is pinned; an int8 twin stays within 0.1 dB of its fp32 model.
+known loss on drawn graphics is pinned; an int8 twin loses at most 0.1 dB against its fp32 model.
 ``test_shipped_model.py`` holds the default model's own, older checks.
 """
 
@@ -123,5 +123,9 @@ def test_a_x2_model_beats_bicubic_on_a_call_it_never_saw(model: Path, video_dir:
 
 @pytest.mark.parametrize("model", INT8, ids=lambda p: p.name)
 def test_int8_twin_keeps_the_fp32_quality(model: Path) -> None:
+    """Loses at most 0.1 dB against its fp32 model on a drawn scene. One-sided: on drawn
+    graphics the x2 models lose to bicubic (pinned below) and int8 rounding damps their
+    correction, so their twins lose 0.1-0.25 dB *less* there. The export itself refuses a
+    loss above 0.05 dB on the test photos."""
     fp32 = model.with_name(model.name.replace(".int8.onnx", ".onnx"))
-    assert abs(gain(model, 0) - gain(fp32, 0)) <= 0.1
+    assert gain(model, 0) >= gain(fp32, 0) - 0.1
