@@ -31,8 +31,8 @@ first frame, a frame of another size and a scene cut (mean luma change above
 
 OpenCV in uint8/int16 fixed point (weights in 1/256). ``python -m sharpcam.temporal
 --model models/sharpcam.onnx`` times it interleaved with a 720p model call: on one core of
-the (heavily shared) 2-core build machine 13 ms (x1, 720p) and 7 ms (x2, 360p in, 720p
-out) median, 4.5 % and 2.4 % of the shipped model's 300 ms call.
+the (loaded) 2-core build machine 18 ms (x1, 720p) and 13 ms (x2, 360p in, 720p out)
+median, 3.8 % and 2.6 % of the quality model's 486 ms call in the same run.
 """
 
 from __future__ import annotations
