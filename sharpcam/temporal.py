@@ -30,9 +30,9 @@ first frame, a frame of another size and a scene cut (mean luma change above
 ``cut``) pass through unchanged and restart the blend.
 
 OpenCV in uint8/int16 fixed point (weights in 1/256). ``python -m sharpcam.temporal
---model models/sharpcam.onnx`` times it interleaved with a 720p model call: on one core of
-the (loaded) 2-core build machine 18 ms (x1, 720p) and 13 ms (x2, 360p in, 720p out)
-median, 3.8 % and 2.6 % of the quality model's 486 ms call in the same run.
+--model models/sharpcam-fast.onnx`` times it interleaved with that model's 720p call (one
+thread): on one core of a 2-core AMD EPYC (Zen 4) 17 ms (x1, 720p) and 12 ms (x2, 360p in,
+720p out) median, 23 % and 16 % of the fast model's call.
 """
 
 from __future__ import annotations
