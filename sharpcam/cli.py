@@ -153,6 +153,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         provider=getattr(args, "provider", "auto"),
         threads=args.threads,
         upscale=getattr(args, "upscale", 1),
+        stabilize=hasattr(args, "no_stabilize") and not args.no_stabilize,
     )
 
 

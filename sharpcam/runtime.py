@@ -51,6 +51,7 @@ from sharpcam.models import (
     scale_problem,
 )
 from sharpcam.probe import ProbeCache, probe_seconds
+from sharpcam.temporal import blend_ms
 from sharpcam.tiers import Choice, OverrunMonitor, Variant, choose, lower_tier
 
 log = logging.getLogger("sharpcam.runtime")
@@ -71,6 +72,9 @@ class EngineSettings:
         upscale: 1 (restore) or 2 (×2 super-resolution).
         models: the folder searched for tiers (``None``: :func:`~sharpcam.models.models_dir`).
         cache: the probe cache folder (``None``: :func:`~sharpcam.machine.cache_dir`).
+        stabilize: the frames go through :class:`~sharpcam.temporal.Stabilizer` after the
+            model, on the same thread: its time at the frame size (measured at start-up) is
+            added to every tier's probe and to the live overrun check.
     """
 
     model: Path | None = None
@@ -81,6 +85,7 @@ class EngineSettings:
     upscale: int = 1
     models: Path | None = None
     cache: Path | None = None
+    stabilize: bool = False
 
 
 def resolve_models(settings: EngineSettings) -> dict[str, ModelInfo]:
@@ -148,6 +153,7 @@ class TieredEngine:
         fps: float | None = None,
         live: bool = False,
         reason: str = "",
+        after_ms: float = 0.0,
         clock: Any = time.monotonic,
     ) -> None:
         if not ladder:
@@ -157,6 +163,9 @@ class TieredEngine:
         self._monitor = OverrunMonitor(fps) if fps and live and len(ladder) > 1 else None
         self._clock = clock
         self._lock = threading.Lock()
+        self.after_ms = after_ms
+        """Time spent on each frame after the model (the stabilizer), counted as the
+        model's in the overrun check."""
         self.reason = reason
         """Why this tier was chosen (the start-up line)."""
         self.status_note = ""
@@ -185,7 +194,7 @@ class TieredEngine:
                 if (
                     self._monitor is not None
                     and engine is self._current
-                    and self._monitor.observe(self._clock(), engine.last_ms)
+                    and self._monitor.observe(self._clock(), engine.last_ms + self.after_ms)
                 ):
                     self._step_down()
         return result
@@ -310,6 +319,7 @@ def _open_engine(
         log.info("tier: %s", reason)
         return TieredEngine([first], fps=fps, live=live, reason=reason)
     cache = ProbeCache(settings.cache)
+    after = blend_ms(width, height, first.info.scale) if settings.stabilize else 0.0
     engines: dict[tuple[Path, str], Engine] = {(first.model_path, names[0]): first}
     measured: list[Variant] = []
     try:
@@ -323,9 +333,11 @@ def _open_engine(
                     continue
             engine = engines[key]
             ms = cache.measure(engine, engine.describe(), width, height, seconds=probe_seconds())
-            measured.append(Variant(info.tier, engine.describe(), ms, info.path))
+            measured.append(Variant(info.tier, engine.describe(), ms + after, info.path))
         choice = choose(measured, fps)
         reason = choice.reason
+        if after:
+            reason += f"; each time includes {after:.1f} ms of stabilizer"
         chosen = _ladder(choice, measured, engines)
     except BaseException:
         for engine in engines.values():
@@ -335,7 +347,7 @@ def _open_engine(
         if engine not in chosen:
             engine.close()
     log.info("tier: %s", reason)
-    return TieredEngine(chosen, fps=fps, live=live, reason=reason)
+    return TieredEngine(chosen, fps=fps, live=live, reason=reason, after_ms=after)
 
 
 def _ladder(

@@ -193,6 +193,25 @@ class Stabilizer:
         return blended
 
 
+def blend_ms(width: int, height: int, scale: int = 1, runs: int = 7) -> float:
+    """Median milliseconds of one :class:`Stabilizer` call on ``width x height`` input frames
+    (outputs ``scale`` times that), on a still, noisy synthetic scene: every pixel is blended,
+    the most work the blend does. The runtime adds it to each tier's probe."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (max(1, height // 8), max(1, width // 8), 3), np.uint8)
+    base = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(base, (width * scale, height * scale), interpolation=cv2.INTER_LINEAR)
+    stabilizer = Stabilizer()
+    times = []
+    for t in range(runs + 1):
+        noisy = cv2.add(base, rng.integers(0, 3, base.shape, np.uint8))
+        start = time.perf_counter()
+        stabilizer(noisy, big)
+        if t:  # the first call only passes through
+            times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Benchmark: median and p95 ms per frame of the blend at 720p (x1 on 1280x720, x2 on
     640x360 -> 1280x720), one OpenCV thread; with ``--model``, interleaved with that model's

@@ -138,6 +138,17 @@ class TestStepDown:
             now[0] += 0.1
         assert engine.tier == "quality" and engine.status_note == ""
 
+    def test_time_after_the_model_counts(self) -> None:
+        """20 ms of model time holds 30 fps; with 20 ms of stabilizer after it, it does not."""
+        now = [0.0]
+        ladder = [FakeEngine("quality", 20.0), FakeEngine("fast", 8.0)]
+        engine = TieredEngine(ladder, fps=30, live=True, after_ms=20.0, clock=lambda: now[0])  # type: ignore[arg-type]
+        for _ in range(35):
+            engine.process(np.zeros((4, 4, 3), np.uint8))
+            now[0] += 0.1
+        assert engine.tier == "fast"
+        assert "stepped down from quality: 40.0 ms > 33.3 ms" in engine.status_note
+
 
 class TestProbeCache:
     @pytest.fixture
@@ -228,3 +239,23 @@ def test_open_engine_says_the_provider_once(caplog: pytest.LogCaptureFixture) ->
     engine.close()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("provider: ")]
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize("stabilize", [False, True])
+def test_the_probe_adds_the_stabilizer(stabilize: bool) -> None:
+    """With the stabilizer on, every tier's probe time includes its blend at the frame size,
+    and the start-up line says how much; the live check counts it too."""
+    from sharpcam.runtime import EngineSettings, open_engine
+
+    settings = EngineSettings(backend="onnxruntime", stabilize=stabilize)
+    engine = open_engine(settings, width=64, height=48, fps=25, live=True)
+    engine.close()
+    assert ("ms of stabilizer" in engine.reason) == stabilize
+    assert (engine.after_ms > 0) == stabilize
+
+
+def test_blend_ms_times_the_blend() -> None:
+    from sharpcam.temporal import blend_ms
+
+    small, big = blend_ms(64, 48, runs=3), blend_ms(640, 480, runs=3)
+    assert 0 < small < big  # 100 times the pixels: measurably slower

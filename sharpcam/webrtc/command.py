@@ -296,6 +296,7 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
                 backend=settings.backend,
                 provider=settings.provider,
                 upscale=settings.upscale,
+                stabilize=True,  # every relay track stabilizes its frames
             ),
             width=width,
             height=height,
