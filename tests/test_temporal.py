@@ -162,3 +162,26 @@ def test_no_stabilize_reaches_the_pipeline(
     assert cli.main([*argv, *flag]) == 0
     assert [s.stabilize for s in seen] == [expected]
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("smooth", [0, 3, 5])
+@pytest.mark.parametrize("height", [1, 47, 100])
+def test_bands_give_the_whole_frame_blend(
+    monkeypatch: pytest.MonkeyPatch, smooth: int, height: int
+) -> None:
+    """The scale-1 blend runs in bands of rows (cache-sized); the numbers are those of one pass
+    over the whole frame, band edges and the blur's halo included."""
+    rng = np.random.default_rng(height + smooth)
+    scene = make_photo(max(height, 8), 40, seed=2)[:height]
+    frames = [cv2.add(scene, rng.integers(0, 4, scene.shape, np.uint8)) for _ in range(5)]
+    outputs = [cv2.add(f, rng.integers(0, 6, f.shape, np.uint8)) for f in frames]
+
+    def run(band_rows: int) -> list[np.ndarray]:
+        monkeypatch.setattr("sharpcam.temporal._BAND_ROWS", band_rows)
+        stab = Stabilizer(StabilizerSettings(smooth=smooth))
+        return [stab(f, o).copy() for f, o in zip(frames, outputs, strict=True)]
+
+    whole = run(10**6)
+    for band_rows in (7, 48):
+        assert all(np.array_equal(a, b) for a, b in zip(run(band_rows), whole, strict=True))
+    assert not np.array_equal(whole[-1], outputs[-1])  # it did blend
