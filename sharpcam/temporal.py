@@ -29,11 +29,11 @@ input: the weight map, computed on the input, is enlarged with linear interpolat
 first frame, a frame of another size and a scene cut (mean luma change above
 ``cut``) pass through unchanged and restart the blend.
 
-OpenCV in uint8/int16 fixed point (weights in 1/256), at scale 1 in bands of rows that
-stay in cache. ``python -m sharpcam.temporal --model models/sharpcam-fast.onnx`` times it
-interleaved with that model's 720p call (one thread): on one core of a 2-core AMD EPYC
-(Zen 4) 8-10 ms (x1, 720p; 17 ms as one pass over the frame) and 11 ms (x2, 360p in, 720p
-out) median, 12-13 % and 15 % of the fast model's call.
+OpenCV in uint8/int16 fixed point (weights in 1/256), in bands of rows that stay in cache.
+``python -m sharpcam.temporal --model models/sharpcam-fast.onnx`` times it interleaved with
+that model's 720p call (one thread): on one core of a 2-core AMD EPYC (Zen 4) 8-11 ms (x1,
+720p; 17 ms as one pass over the frame) and 6-8 ms (x2, 360p in, 720p out; 11 ms as one
+pass) median, 12-14 % and 8-11 % of the fast model's call.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ _FINE = 8
 """Fixed-point fraction of a grey level in the blend's int16 sums (8 * 2 * 255 fits)."""
 
 _BAND_ROWS = 48
-"""Rows blended at a time at scale 1: a 1280-wide band's int16 temporaries (about 370 kB
-each) stay in a core's cache instead of streaming whole frames through memory (1.7x faster
-at 720p, the same numbers: the 3x3 blur gets its halo rows from the neighbours)."""
+"""Output rows blended at a time: a 1280-wide band's int16 temporaries (about 370 kB each)
+stay in a core's cache instead of streaming whole frames through memory (about 1.9x faster
+at 720p, the same numbers: the blur and the x2 enlargement get halo rows from the
+neighbours)."""
 
 
 @dataclass(frozen=True)
@@ -167,23 +168,25 @@ class Stabilizer:
                 self.resets += 1
             self._out = output
             return output
-        if output.shape != frame.shape:  # x2: the maps are enlarged, one pass over the frame
-            blended = self._blend(frame, output, w, previous, last)
-        else:  # in bands of rows that stay in cache, each with the blur's halo rows
-            blended = np.empty_like(output)
-            h, halo = output.shape[0], self.settings.smooth // 2
-            for y0 in range(0, h, _BAND_ROWS):
-                y1 = min(h, y0 + _BAND_ROWS)
-                a0, a1 = max(0, y0 - halo), min(h, y1 + halo)
-                rows = slice(a0, a1)
-                part = self._blend(
-                    frame[rows],
-                    output[rows],
-                    w[rows],
-                    previous[rows],
-                    None if last is None else last[rows],
-                )
-                blended[y0:y1] = part[y0 - a0 : y1 - a0]
+        # in bands of rows that stay in cache, each with halo rows for the blur and, at x2,
+        # the enlargement of the maps; the halo is cropped, so the numbers are the whole frame's
+        k = output.shape[0] // frame.shape[0]
+        h = frame.shape[0]
+        halo = self.settings.smooth // 2 + (1 if k > 1 else 0)
+        step = max(1, _BAND_ROWS // k)
+        blended = np.empty_like(output)
+        for y0 in range(0, h, step):
+            y1 = min(h, y0 + step)
+            a0, a1 = max(0, y0 - halo), min(h, y1 + halo)
+            rows, big = slice(a0, a1), slice(k * a0, k * a1)
+            part = self._blend(
+                frame[rows],
+                output[big],
+                w[rows],
+                previous[big],
+                None if last is None else last[rows],
+            )
+            blended[k * y0 : k * y1] = part[k * (y0 - a0) : k * (y1 - a0)]
         self._out = blended
         return blended
 

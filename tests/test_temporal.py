@@ -164,17 +164,20 @@ def test_no_stabilize_reaches_the_pipeline(
     assert out.stat().st_size > 0
 
 
+@pytest.mark.parametrize("scale", [1, 2])
 @pytest.mark.parametrize("smooth", [0, 3, 5])
 @pytest.mark.parametrize("height", [1, 47, 100])
 def test_bands_give_the_whole_frame_blend(
-    monkeypatch: pytest.MonkeyPatch, smooth: int, height: int
+    monkeypatch: pytest.MonkeyPatch, smooth: int, height: int, scale: int
 ) -> None:
-    """The scale-1 blend runs in bands of rows (cache-sized); the numbers are those of one pass
-    over the whole frame, band edges and the blur's halo included."""
-    rng = np.random.default_rng(height + smooth)
+    """The blend runs in bands of rows (cache-sized); the numbers are those of one pass over
+    the whole frame, band edges, the blur's halo and the x2 enlargement included."""
+    rng = np.random.default_rng(height + smooth + scale)
     scene = make_photo(max(height, 8), 40, seed=2)[:height]
     frames = [cv2.add(scene, rng.integers(0, 4, scene.shape, np.uint8)) for _ in range(5)]
-    outputs = [cv2.add(f, rng.integers(0, 6, f.shape, np.uint8)) for f in frames]
+    size = (40 * scale, height * scale)
+    big = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames]
+    outputs = [cv2.add(b, rng.integers(0, 6, b.shape, np.uint8)) for b in big]
 
     def run(band_rows: int) -> list[np.ndarray]:
         monkeypatch.setattr("sharpcam.temporal._BAND_ROWS", band_rows)
