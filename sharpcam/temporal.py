@@ -154,9 +154,9 @@ class Stabilizer:
 
     def __call__(self, frame: np.ndarray, output: np.ndarray) -> np.ndarray:
         """The stabilized ``output`` of the model for input ``frame``."""
+        k = output.shape[0] // frame.shape[0]  # the model's scale
         if self._fixed is None:
-            scale = 2 if output.shape[0] >= 2 * frame.shape[0] else 1
-            settings = SETTINGS_BY_SCALE[scale]
+            settings = SETTINGS_BY_SCALE[2 if k >= 2 else 1]
             if settings is not self.settings:
                 self._configure(settings)
         w = self.weight(frame)
@@ -170,7 +170,6 @@ class Stabilizer:
             return output
         # in bands of rows that stay in cache, each with halo rows for the blur and, at x2,
         # the enlargement of the maps; the halo is cropped, so the numbers are the whole frame's
-        k = output.shape[0] // frame.shape[0]
         h = frame.shape[0]
         halo = self.settings.smooth // 2 + (1 if k > 1 else 0)
         step = max(1, _BAND_ROWS // k)
