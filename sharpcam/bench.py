@@ -1,6 +1,7 @@
 """``sharpcam bench``: how fast each tier runs, per backend and frame size.
 
-For every model tier in ``models/`` (both modes; or the one ``--model``), every backend
+For every model tier in ``models/`` (both modes, each tier's ``*.int8.onnx`` twin too, as
+row "TIER int8"; or the one ``--model``), every backend
 that runs here (ONNX Runtime with each provider that opens, OpenVINO when installed) and
 every size (360p, 720p, 1080p; ×2 models at 360p → 720p), it times the whole
 ``Engine.process`` call — uint8 in, uint8 out, conversion included — and prints a
@@ -43,7 +44,14 @@ from sharpcam.contract import default_model_path
 from sharpcam.engine import PROVIDERS, Engine, cpu_count
 from sharpcam.errors import ProviderError, UsageError
 from sharpcam.machine import Peak, estimate_peak
-from sharpcam.models import MODE_SCALES, ModelInfo, count_macs_per_pixel, find_models, read_info
+from sharpcam.models import (
+    MODE_SCALES,
+    ModelInfo,
+    count_macs_per_pixel,
+    find_models,
+    int8_twin,
+    read_info,
+)
 from sharpcam.probe import synthetic_frame
 
 log = logging.getLogger(__name__)
@@ -135,7 +143,7 @@ def bench_variants(
         for i, e in enumerate(engines):
             rows.append(
                 Row(
-                    e.info.tier,
+                    f"{e.info.tier} int8" if e.info.int8 else e.info.tier,
                     e.info.mode,
                     e.describe(),
                     _size_label(label, w, h, e.scale),
@@ -297,7 +305,12 @@ def _models(model: Path | None) -> list[ModelInfo]:
     if model is not None:
         Engine(model, provider="cpu").close()  # the engine's checks and messages
         return [read_info(model)]
-    found = [info for mode in MODE_SCALES for info in find_models(mode=mode).values()]
+    found = []
+    for mode in MODE_SCALES:
+        for info in find_models(mode=mode).values():
+            found.append(info)
+            if (twin := int8_twin(info)) is not None:  # timed beside it, as --tier auto does
+                found.append(twin)
     if not found:
         Engine(None, provider="cpu").close()  # says how to make the default model
     return found or [read_info(default_model_path())]

@@ -142,6 +142,28 @@ def test_auto_times_the_int8_twin(tmp_path: Path) -> None:
     assert sum("/sharpcam.onnx:" in key for key in probed) == 2  # onnxruntime, openvino
 
 
+def test_bench_times_the_int8_twin_beside_its_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sharpcam bench`` without ``--model`` times each tier's int8 twin interleaved with
+    it, on every backend, as a row of its own."""
+    from sharpcam import bench
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    fp32 = folder / "sharpcam.onnx"
+    torch_model(fp32)
+    quantized(fp32, np.random.default_rng(1))
+    monkeypatch.setenv("SHARPCAM_MODELS", str(folder))
+    argv = ["--sizes", "64x48", "--repeat", "2", "--warmup", "0", "--providers", "cpu"]
+    assert bench.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| tier ")]
+    tiers = [line.split("|")[1].strip() for line in rows]
+    assert tiers.count("quality") == 2 and tiers.count("quality int8") == 2  # ORT, OpenVINO
+    assert any("openvino" in r and "+ int8" in r for r in rows)
+
+
 def test_macs_counted_from_the_graph(tmp_path: Path) -> None:
     from helpers_models import nearest_x2_model, unsharp_model
 
