@@ -14,6 +14,7 @@ from training.calldata import MixedInputs, cache_folder, fill_call_cache, seed_l
 from training.config import Config, RunError, check_config
 from training.data import PatchSet, make_split
 from training.degradations import get_degradation, parse_mix
+from training.onnx_io import read_metadata
 from training.train import degrade, training_pair
 
 TINY = [
@@ -191,6 +192,11 @@ class TestCallClips:
         ]
         assert len(keys) == 22
         assert "grid_lwbsza" not in json.dumps(keys)
+        meta = read_metadata(tmp_path / "r" / "sharpcam.onnx")  # the model says what it saw
+        assert meta["sharpcam.data"].endswith(
+            "training clips (3 windows each): half A grid_lrwp9a_tiny; half B grid_sbia1a_tiny"
+        )
+        assert meta["sharpcam.test"].endswith("(seed degradation)")  # the mix's photo part
 
     def test_an_evaluation_clip_is_refused(self, photos: Path, tmp_path: Path, capsys) -> None:
         from tests.helpers_media import make_clip

@@ -32,6 +32,17 @@ class HalfSizeSeed:
         return seed_lr(image)
 
 
+def photo_degradation(spec: str) -> str:
+    """The name of ``--degradation``'s per-image part: the name itself, or for a mix its
+    largest per-image part (``seed`` when the mix is all call)."""
+    try:
+        mix = parse_mix(spec)
+    except MixError as exc:
+        raise RunError(str(exc)) from None
+    parts = sorted((p for p in mix.parts if not p.sequence), key=lambda p: -p.share)
+    return parts[0].name if parts else "seed"
+
+
 def resolve_degradation(spec: str, scale: int = 1) -> DegradationLike:
     """The per-image degradation of ``--degradation`` for models of ``scale`` (the one
     place that reads the string): the name itself, or for a mix such as
@@ -40,12 +51,7 @@ def resolve_degradation(spec: str, scale: int = 1) -> DegradationLike:
     cache and the export's parity check use it; the call part comes from
     :mod:`training.calldata`.
     """
-    try:
-        mix = parse_mix(spec)
-    except MixError as exc:
-        raise RunError(str(exc)) from None
-    parts = sorted((p for p in mix.parts if not p.sequence), key=lambda p: -p.share)
-    name = parts[0].name if parts else "seed"
+    name = photo_degradation(spec)
     if name not in DEGRADATIONS:
         raise RunError(f"unknown --degradation {name!r}: choose one of {', '.join(DEGRADATIONS)}")
     if scale == 1:

@@ -20,7 +20,8 @@ from sharpcam.models import MODE_KEY as META_MODE
 from sharpcam.models import SCALE_KEY as META_SCALE
 from sharpcam.models import TIER_KEY as META_TIER
 from training.baselines import tune_unsharp
-from training.batches import run_degradation, to_batch
+from training.batches import photo_degradation, run_degradation, to_batch
+from training.calldata import training_clip_files
 from training.card import write_card
 from training.checkpoints import load_checkpoint, load_student, read_history
 from training.config import Config, RunError, config_command, read_config
@@ -50,10 +51,12 @@ META_TEACHER = "sharpcam.teacher"
 def shipped(config: Config, run: Path) -> tuple[list[str], str]:
     """Which students the exported model holds, and its row name in the report.
 
-    The ``quality`` and ``balanced`` tiers ship the seed's ensemble of A and B. The ``fast``
-    tier ships one student (it must fit the per-pixel budget alone): the one with the larger
-    validation SSIM gain over the degraded input (A and B are validated on different halves,
-    so their absolute SSIMs do not compare), chosen before anything is scored on the test set.
+    The ``quality`` and ``balanced`` tiers ship the seed's ensemble of A and B (a balanced
+    tier can also be one student cut out of a quality ensemble afterwards:
+    :mod:`training.single_student`). The ``fast`` tier ships one student (it must fit the
+    per-pixel budget alone): the one with the larger validation SSIM gain over the degraded
+    input (A and B are validated on different halves, so their absolute SSIMs do not
+    compare), chosen before anything is scored on the test set.
     """
     if config.tier != "fast":
         return ["a", "b"], ENSEMBLE
@@ -130,7 +133,7 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
             "command": config_command(config),
             "model": f"mode {config.mode} (x{MODES[config.mode]}), tier {config.tier}",
             "student": recipe_line(config, a),
-            "data": data_line(split),
+            "data": data_line(split, config),
             "loss": config.loss_weights.describe(),
             "teacher": metadata[META_TEACHER],
             "degradation": f"{config.degradation}: {run_degradation(config).description}",
@@ -183,7 +186,7 @@ def onnx_metadata(
         META_TIER: config.tier,
         META_MACS: f"{macs_per_pixel(Ensemble(students)):.0f}",
         "sharpcam.recipe": recipe_line(config, students[0]),
-        "sharpcam.data": data_line(split),
+        "sharpcam.data": data_line(split, config),
         META_DEGRADATION: config.degradation,
         META_TEACHER: recorded_teacher(config),
         "sharpcam.loss": config.loss_weights.describe(),
@@ -201,7 +204,8 @@ def onnx_metadata(
             f"{'ensemble' if ensemble.method == ENSEMBLE else ensemble.method} "
             f"PSNR {ensemble.psnr:.2f} dB ({ensemble.d_psnr:+.2f}) "
             f"SSIM {ensemble.ssim:.4f} ({ensemble.d_ssim:+.4f}) "
-            f"on {identity.images} full test images ({config.degradation} degradation)"
+            f"on {identity.images} full test images "
+            f"({photo_degradation(config.degradation)} degradation)"
         ),
         "sharpcam.students": str(len(students)),
     }
@@ -238,12 +242,23 @@ def recipe_line(config: Config, model: nn.Module) -> str:
     )
 
 
-def data_line(split: Split) -> str:
-    return (
+def data_line(split: Split, config: Config | None = None) -> str:
+    """The photos of the split and, when the run used ``--call-clips``, the clips (each
+    feeds its half ``--call-clip-sequences`` windows)."""
+    line = (
         f"{Path(split.data_dir).name}: {len(split.train_a)} images in half A, "
         f"{len(split.train_b)} in half B, {len(split.test)} test "
         f"({len(split.showcase)} showcase), seed {split.seed}, {len(split.dropped)} dropped"
     )
+    if config is None or not config.call_clips:
+        return line
+    files = training_clip_files(config.call_clips)
+    halves = "; ".join(
+        f"half {h.upper()} " + ", ".join(f.stem for f in files[i::2])
+        for i, h in enumerate("ab")
+        if files[i::2]
+    )
+    return f"{line}; training clips ({config.call_clip_sequences} windows each): {halves}"
 
 
 def saved_run(run_dir: Path) -> tuple[Config, Split]:
