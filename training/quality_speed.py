@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -28,8 +29,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+from matplotlib.transforms import Bbox
 from tqdm import tqdm
 
 from sharpcam.atomic import atomic_path, atomic_write_text
@@ -130,36 +133,66 @@ def timing_frames() -> dict[str, np.ndarray]:
     return {"x2": small, "restore": bicubic_x2(small)}
 
 
+#: Label positions tried in turn (points from the marker) until one overlaps no other label.
+LABEL_OFFSETS = ((7, 5), (7, -13), (7, 15), (7, -23), (7, 25), (7, -33), (-7, 5), (-7, -13))
+
+
+def place_labels(ax: Axes, points: Sequence[Point]) -> None:
+    """One label per point, nudged (:data:`LABEL_OFFSETS`) so that it covers no other label
+    and no marker."""
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    centres = ax.transData.transform([(p.ms_median, p.psnr_gain) for p in points])
+    taken = [Bbox.from_extents(x - 8, y - 8, x + 8, y + 8) for x, y in centres]  # the markers
+    for p in points:
+        ours = p.method.startswith("sharpcam")
+        name = p.method.removeprefix("sharpcam ") if ours else p.method
+        label = f"{name}, {p.backend}" if ours else name
+        style = {"fontsize": 8, "weight": "bold" if ours else None}
+        for dx, dy in LABEL_OFFSETS:
+            text = ax.annotate(
+                label,
+                (p.ms_median, p.psnr_gain),
+                (dx, dy),
+                textcoords="offset points",
+                ha="left" if dx > 0 else "right",
+                **style,
+            )
+            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            if not any(box.overlaps(other) for other in taken):
+                break
+            if (dx, dy) != LABEL_OFFSETS[-1]:
+                text.remove()
+        taken.append(box)
+
+
 def figure(points: Sequence[Point], title: str) -> Figure:
     """x: ms per 720p output frame (log), y: PSNR gain; one labelled marker per method."""
-    fig, ax = plt.subplots(figsize=(8.5, 5.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(10, 5.8), constrained_layout=True)
     shown = [p for p in points if p.psnr_gain is not None]
     for colour, what in KINDS.values():
         ax.scatter([], [], color=colour, label=what)
     for marker, what in (("o", "sharpcam (fastest backend)"), ("s", "peers and baselines")):
         ax.scatter([], [], marker=marker, color="white", edgecolor="black", label=what)
-    for i, p in enumerate(shown):
-        assert p.psnr_gain is not None
+    for p in shown:
         ours = p.method.startswith("sharpcam")
         dot = {"s": 90 if ours else 55, "marker": "o" if ours else "s", "edgecolor": "black"}
         ax.scatter(p.ms_median, p.psnr_gain, color=KINDS[p.kind][0], zorder=3, **dot)
-        text = {"textcoords": "offset points", "fontsize": 9, "weight": "bold" if ours else None}
-        label = f"{p.method}, {p.backend}" if ours else p.method
-        ax.annotate(label, (p.ms_median, p.psnr_gain), (7, 6 if i % 2 else -12), **text)
     ax.axvline(FPS30_MS, ls="--", lw=1.2, color="black", label="30 fps: 33.3 ms per frame")
     ax.margins(y=0.12)
     ax.axhline(0.0, ls=":", lw=1, color="grey", label="degraded input (0 dB)")
     ax.set_xscale("log")
     xs = [p.ms_median for p in shown] + [FPS30_MS]
-    ax.set_xlim(min(xs) / 1.6, max(xs) * 2.5)
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 6)
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("ms per 1280×720 output frame (median; log scale; left is faster)")
     ax.set_ylabel("mean PSNR gain over the degraded input (dB)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.canvas.draw()  # fixes the limits, so the labels can be measured where they land
+    place_labels(ax, shown)
     return fig
 
 
@@ -277,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fig = figure(points, title)
     try:
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+            fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     payload = {
