@@ -198,6 +198,18 @@ class TestCallClips:
         )
         assert meta["sharpcam.test"].endswith("(seed degradation)")  # the mix's photo part
 
+    def test_a_re_export_without_the_clips_still_names_them(
+        self, photos: Path, tmp_path: Path
+    ) -> None:
+        from training.finish import data_line
+
+        gone = tmp_path / "moved-away"
+        config = Config(data=str(photos), out=str(tmp_path / "r"), call_clips=str(gone))
+        line = data_line(make_split(photos), config)
+        assert line.endswith(
+            f"; training clips of {gone} ({config.call_clip_sequences} windows each)"
+        )
+
     def test_an_evaluation_clip_is_refused(self, photos: Path, tmp_path: Path, capsys) -> None:
         from tests.helpers_media import make_clip
 

@@ -252,7 +252,11 @@ def data_line(split: Split, config: Config | None = None) -> str:
     )
     if config is None or not config.call_clips:
         return line
-    files = training_clip_files(config.call_clips)
+    try:
+        files = training_clip_files(config.call_clips)
+    except RunError:  # re-exported where the clips are not: name the run's argument instead
+        windows = config.call_clip_sequences
+        return f"{line}; training clips of {config.call_clips} ({windows} windows each)"
     halves = "; ".join(
         f"half {h.upper()} " + ", ".join(f.stem for f in files[i::2])
         for i, h in enumerate("ab")
