@@ -64,6 +64,17 @@ def test_every_mode_has_a_quality_and_a_fast_tier() -> None:
         assert {"quality", "fast"} <= set(find_models(MODELS_DIR, mode=mode)), mode
 
 
+def test_each_modes_tiers_cost_less_from_quality_down() -> None:
+    """The runtime steps down quality -> balanced -> fast when frames overrun: each step must
+    be cheaper (the x2 balanced tier is half the quality ensemble, 7.1k of 14.2k MAC/px)."""
+    for mode in ("restore", "x2"):
+        tiers = find_models(MODELS_DIR, mode=mode)  # in step-down order
+        costs = [tiers[t].macs_per_pixel for t in tiers]
+        assert all(c is not None for c in costs), mode
+        assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs), costs
+    assert list(find_models(MODELS_DIR, mode="x2")) == ["quality", "balanced", "fast"]
+
+
 @pytest.mark.parametrize("model", FILES, ids=lambda p: p.name)
 class TestEveryModel:
     def test_card_names_this_file(self, model: Path) -> None:
