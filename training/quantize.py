@@ -193,7 +193,8 @@ def quantize_random(
     return out
 
 
-def _session(model: Path | bytes) -> ort.InferenceSession:
+def cpu_session(model: Path | bytes) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session of a model file or its bytes."""
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
 
@@ -212,7 +213,7 @@ def check(
     scale: int,
 ) -> Check:
     """PSNR of the degraded input, the fp32 and the int8 model on the test photos."""
-    sessions = [_session(fp32), _session(int8)]
+    sessions = [cpu_session(fp32), cpu_session(int8)]
     scores: list[list[float]] = [[], [], []]
     for name in tqdm(names, desc=f"check {degradation}", unit="photo", leave=False):
         image = read_rgb(data / name)
@@ -228,6 +229,12 @@ def check(
     return Check(degradation, len(names), *means)
 
 
+def trained_on_call(spec: str) -> bool:
+    """Whether a ``--degradation`` spec (a run's, or a model's ``sharpcam.degradation``) has a
+    ``call`` part; lenient: an unparsable spec has none."""
+    return "call" in {p.split(":")[0].strip() for p in spec.split(",")}
+
+
 def run_degradations(run: Path, scale: int) -> list[str]:
     """The clip degradations to check: ``seed``, and for a run trained on ``call``
     (``RUN/config.json``) the low-rate H.264 and VP8 calls (and, for ``restore``, blocking)."""
@@ -236,8 +243,7 @@ def run_degradations(run: Path, scale: int) -> list[str]:
         config = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
         return names
-    parts = {p.split(":")[0].strip() for p in str(config.get("degradation", "")).split(",")}
-    if "call" in parts:
+    if trained_on_call(str(config.get("degradation", ""))):
         names += ["call-h264-low", "call-vp8-low"] + (["blocking"] if scale == 1 else [])
     return names
 

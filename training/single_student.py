@@ -45,7 +45,7 @@ from sharpcam.atomic import atomic_write_bytes
 from sharpcam.contract import INPUT_NAME
 from training.data import DataError, Split, read_rgb
 from training.metrics import image_scores
-from training.quantize import degraded_pair, model_scale, to_input
+from training.quantize import cpu_session, degraded_pair, model_scale, to_input, trained_on_call
 
 STUDENTS = ("a", "b")
 #: Largest difference accepted between the ensemble and the mean of its cut students.
@@ -152,7 +152,7 @@ def cut(model: onnx.ModelProto, student: str, *, clamp: bool = True) -> onnx.Mod
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return cpu_session(model.SerializeToString())
 
 
 def prove_cut(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> float:
@@ -184,36 +184,40 @@ def _pixels(session: ort.InferenceSession, image: np.ndarray) -> np.ndarray:
 def degradations_of(model: onnx.ModelProto) -> list[str]:
     """``seed``, plus the low-rate calls for a model trained on the ``call`` mix."""
     meta = {p.key: p.value for p in model.metadata_props}
-    mix = meta.get("sharpcam.degradation", "seed")
-    parts = {p.split(":")[0].strip() for p in mix.split(",")}
-    return ["seed"] + (["call-h264-low", "call-vp8-low"] if "call" in parts else [])
+    calls = trained_on_call(meta.get("sharpcam.degradation", "seed"))
+    return ["seed"] + (["call-h264-low", "call-vp8-low"] if calls else [])
 
 
-def score(model: onnx.ModelProto, data: Path, names: Sequence[str], degradation: str) -> Score:
-    """PSNR and SSIM of the degraded input, the ensemble and each student on the photos."""
+def score(
+    model: onnx.ModelProto, data: Path, names: Sequence[str], degradations: Sequence[str]
+) -> list[Score]:
+    """PSNR and SSIM of the degraded input, the ensemble and each student on the photos, one
+    :class:`Score` per degradation (each photo read once, each model opened once)."""
     scale = model_scale(model)
-    sessions = {
-        "ensemble": _session(model),
-        **{s: _session(cut(model, s)) for s in STUDENTS},
-    }
-    psnr: dict[str, list[float]] = {k: [] for k in ("input", *sessions)}
-    ssim: dict[str, list[float]] = {k: [] for k in ("input", *sessions)}
-    for name in tqdm(names, desc=f"score {degradation}", unit="photo", leave=False):
+    sessions = {"ensemble": _session(model), **{s: _session(cut(model, s)) for s in STUDENTS}}
+    keys = ("input", *sessions)
+    psnr: dict[str, dict[str, list[float]]] = {d: {k: [] for k in keys} for d in degradations}
+    ssim: dict[str, dict[str, list[float]]] = {d: {k: [] for k in keys} for d in degradations}
+    for name in tqdm(names, desc="score", unit="photo", leave=False):
         image = read_rgb(data / name)
         if image is None:
             raise SingleStudentError(f"test photo {data / name} cannot be read: restore it")
-        degraded, baseline, truth = degraded_pair(image, degradation, scale)
-        outputs = {"input": baseline} | {k: _pixels(s, degraded) for k, s in sessions.items()}
-        for key, out in outputs.items():
-            p, q = image_scores(out, truth)
-            psnr[key].append(p)
-            ssim[key].append(q)
-    return Score(
-        degradation,
-        len(names),
-        {k: float(np.mean(v)) for k, v in psnr.items()},
-        {k: float(np.mean(v)) for k, v in ssim.items()},
-    )
+        for d in degradations:
+            degraded, baseline, truth = degraded_pair(image, d, scale)
+            outputs = {"input": baseline} | {k: _pixels(s, degraded) for k, s in sessions.items()}
+            for key, out in outputs.items():
+                p, q = image_scores(out, truth)
+                psnr[d][key].append(p)
+                ssim[d][key].append(q)
+    return [
+        Score(
+            d,
+            len(names),
+            {k: float(np.mean(v)) for k, v in psnr[d].items()},
+            {k: float(np.mean(v)) for k, v in ssim[d].items()},
+        )
+        for d in degradations
+    ]
 
 
 def derive(
@@ -255,7 +259,7 @@ def derive(
     crop = degraded_pair(first[:256, :384], "seed", model_scale(model))[0]
     rng = np.random.default_rng(0)
     prove_cut(model, [rng.random((1, 3, 64, 96), dtype=np.float32), to_input(crop)])
-    scores = [score(model, data, split.test, d) for d in degradations_of(model)]
+    scores = score(model, data, split.test, degradations_of(model))
 
     single = cut(model, student)
     seed_score = scores[0]
