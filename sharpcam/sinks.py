@@ -25,7 +25,7 @@ import pyvirtualcam
 
 from sharpcam.atomic import atomic_path, destination
 from sharpcam.errors import SinkError, one_line
-from sharpcam.frames import video_frame_from_rgb
+from sharpcam.frames import colour_options, video_frame_from_rgb
 from sharpcam.preview import PREVIEW_MODES, PreviewSink, compose_preview, has_display
 from sharpcam.sink_base import Sink, checked_image, fit_to
 from sharpcam.sources import Frame, SourceInfo
@@ -366,10 +366,8 @@ class FileSink(Sink):
             space, rng, primaries, trc = colorspace
             cc.colorspace, cc.color_range = space, rng
             cc.color_primaries, cc.color_trc = primaries, trc
-            if space == 1:  # BT.709: convert with its matrix too, not only tag it
-                self._colour["dst_colorspace"] = "itu709"
-            if rng == 2:  # full ("jpeg") range
-                self._colour["dst_color_range"] = "jpeg"
+            # convert with the tagged matrix and range too, not only tag them
+            self._colour = colour_options(space, rng)
         return stream
 
     def _add_audio(self, template: av.audio.stream.AudioStream) -> av.stream.Stream:

@@ -18,6 +18,8 @@ import av
 import cv2
 import numpy as np
 
+from sharpcam.frames import rgb_from_video_frame
+
 
 def pattern_frame(index: int, width: int, height: int) -> np.ndarray:
     """An ``HxWx3 uint8`` RGB frame that changes with ``index``: a moving bar, a square,
@@ -79,7 +81,7 @@ def make_clip(
 def decode_rgb(path: Path) -> list[np.ndarray]:
     """Every video frame of ``path`` as ``HxWx3 uint8`` RGB."""
     with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        return [rgb_from_video_frame(f) for f in container.decode(video=0)]
 
 
 def video_times(path: Path) -> list[float]:

@@ -7,7 +7,9 @@ Two call codecs, set up the way real-time senders use them:
 
 One keyframe opens the sequence and every other frame is predicted (one GOP), so a
 sequence has both intra and inter frames. Frames go in and come out as ``HxWx3 uint8`` RGB
-through yuv420p (the chroma subsampling of every call codec), so both sides need even sizes.
+through yuv420p (the chroma subsampling of every call codec), so both sides need even sizes;
+the conversions use :data:`sharpcam.frames.SWS_FLAGS` (swscale's default path darkens every
+decoded frame by about one grey level, which a model would learn to undo).
 
 The target is a rate in *bit per pixel per frame* (bpp); a 640x360 stream at 25 fps and
 100-1,500 kbit/s is 0.017-0.26 bpp. Rate control on 8-16 frames overshoots (the keyframe
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
+
+from sharpcam.frames import rgb_from_video_frame, video_frame_from_rgb
 
 FPS = 25
 
@@ -120,15 +124,14 @@ def encode_once(frames: Sequence[np.ndarray], codec: str, bitrate: int) -> Encod
     enc.options = dict(spec.options)
     packets = []
     for i, frame in enumerate(frames):
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        picture = picture.reformat(format="yuv420p")
+        picture = video_frame_from_rgb(np.ascontiguousarray(frame), "yuv420p")
         picture.pts = i
         packets += enc.encode(picture)
     packets += enc.encode(None)
     dec = av.CodecContext.create(spec.decoder, "r")
     dec.thread_count = 1
-    decoded = [f.to_ndarray(format="rgb24") for p in packets for f in dec.decode(p)]
-    decoded += [f.to_ndarray(format="rgb24") for f in dec.decode(None)]
+    decoded = [rgb_from_video_frame(f) for p in packets for f in dec.decode(p)]
+    decoded += [rgb_from_video_frame(f) for f in dec.decode(None)]
     if len(decoded) != len(frames):
         raise RuntimeError(f"{codec}: {len(frames)} frames went in, {len(decoded)} came out")
     return Encoded(

@@ -127,7 +127,7 @@ CALL_BPP = (0.03, 0.3)
 #: The rate of the named evaluation degradations (``call-h264-low`` ...).
 LOW_BPP = 0.1
 #: Bump when the call pipeline changes: cached sequences made by another version are rebuilt.
-CALL_VERSION = 1
+CALL_VERSION = 2  # 2: unbiased YUV <-> RGB conversions (sharpcam.frames.SWS_FLAGS)
 
 Frames = list[np.ndarray]
 

@@ -18,6 +18,8 @@ import av
 import cv2
 import numpy as np
 
+from sharpcam.frames import rgb_from_video_frame
+
 #: Clips of ``../shared/data/video`` kept for evaluation, never used in training
 #: (file-name prefixes).
 EVALUATION_CLIPS = (
@@ -53,7 +55,7 @@ def read_clip(path: str | Path, max_frames: int | None = None) -> list[np.ndarra
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(rgb_from_video_frame(frame))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.error.FFmpegError, OSError) as exc:

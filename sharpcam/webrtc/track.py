@@ -32,6 +32,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from sharpcam.frames import rgb_from_video_frame
 from sharpcam.temporal import Stabilizer
 
 log = logging.getLogger(__name__)
@@ -361,7 +362,7 @@ class SharpenTrack(MediaStreamTrack):
         For a ×``scale`` processor the "original" side is the frame enlarged by plain
         bicubic interpolation, so both sides, and every frame sent, have the model's output
         size whether sharpening is on or off."""
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = rgb_from_video_frame(frame)
         scale = scale_of(self._processor)
         model_ms: float | None = None
         base = plain_upscale(rgb, scale)
