@@ -12,7 +12,9 @@ from training.degradations import (
     LOW_BPP,
     MixError,
     call_degrade,
+    camera_chroma,
     camera_softness,
+    codec_degrade,
     codec_round_trip,
     downscale,
     parse_mix,
@@ -155,3 +157,28 @@ class TestMix:
         with pytest.raises(MixError, match=match) as info:
             parse_mix(text)
         assert "\n" not in str(info.value)
+
+
+class TestCodecAlone:
+    def test_full_size_and_only_the_codec(self) -> None:
+        frames = pan_zoom(make_photo(160, 160, seed=3), np.random.default_rng(0), size=64, frames=4)
+        clip = codec_degrade(frames, np.random.default_rng(1), "restore")
+        assert clip.lr is None and clip.full[0].shape == (64, 64, 3)
+        assert set(clip.params) == {"mode", "factor", "codec", "bpp", "real_bpp"}
+        assert not np.array_equal(clip.full[0], frames[0])
+
+    def test_no_x2_form(self) -> None:
+        frames = [np.zeros((32, 32, 3), np.uint8)] * 2
+        with pytest.raises(ValueError, match="no x2 form"):
+            codec_degrade(frames, np.random.default_rng(0), "x2")
+
+
+def test_camera_chroma_keeps_luma_and_brightness() -> None:
+    """4:2:0 takes colour resolution only: luma stays (within the 8-bit rounding) and the
+    picture gets no darker (saturated colours averaged and clipped back into range may move
+    the mean a little, here +0.37; swscale's default path moved it by -1)."""
+    photo = make_photo(64, 96, seed=4)
+    (camera,) = camera_chroma([photo])
+    luma = np.array([0.299, 0.587, 0.114])
+    assert np.abs(camera @ luma - photo @ luma).mean() < 1.0
+    assert abs(float(camera.mean()) - float(photo.mean())) < 0.5

@@ -131,3 +131,45 @@ def test_training_clips_can_be_sources(tmp_path: Path) -> None:
     cache = CallCache(tmp_path, SPEC)
     cache.fill([source], progress=False)
     assert len(cache.pairs([source])) >= 8
+
+
+class TestCodecAndCameraColour:
+    def test_codec_entries_are_full_size_codec_only(self, tmp_path: Path) -> None:
+        spec = CacheSpec(mode="restore", size=64, min_frames=4, max_frames=4, degradation="codec")
+        cache = CallCache(tmp_path, spec)
+        cache.fill(sources(1), progress=False)
+        record = json.loads((cache.entry("00" * 32, 0) / "key.json").read_text())
+        assert record["key"]["degradation"] == "codec"
+        assert set(record["params"]) == {"mode", "factor", "codec", "bpp", "real_bpp"}
+        degraded = np.load(cache.entry("00" * 32, 0) / "degraded.npy")
+        assert degraded.shape == (4, 64, 64, 3)
+
+    def test_call_and_codec_keys_differ(self, tmp_path: Path) -> None:
+        CallCache(tmp_path, SPEC).fill(sources(1), progress=False)
+        codec = CacheSpec(**{**SPEC.__dict__, "degradation": "codec"})
+        assert CallCache(tmp_path, codec).fill(sources(1), progress=False).built == 2
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"degradation": "blur"}, "unknown sequence degradation"),
+            ({"degradation": "codec", "mode": "x2"}, "restore mode only"),
+        ],
+    )
+    def test_bad_specs(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            CacheSpec(**kwargs)
+
+    def test_photo_sequences_get_a_cameras_4_2_0_colour(self, tmp_path: Path) -> None:
+        """One-pixel red/green stripes (full-resolution colour) cannot survive 4:2:0: the
+        pristine frames of a photo's sequence are what a camera would deliver."""
+        stripes = np.zeros((64, 64, 3), np.uint8)  # the sequence's size: no zoom, no blur
+        stripes[:, 0::2] = (200, 40, 40)
+        stripes[:, 1::2] = (40, 200, 40)
+        source = Source("s.png", "ab" * 32, lambda: stripes)
+        spec = CacheSpec(mode="restore", size=64, min_frames=2, max_frames=2, per_source=1)
+        cache = CallCache(tmp_path, spec)
+        cache.fill([source], progress=False)
+        pristine = np.load(cache.entry("ab" * 32, 0) / "pristine.npy").astype(np.float64)
+        stripe_contrast = np.abs(np.diff(pristine[..., 0], axis=2)).mean()
+        assert stripe_contrast < 80  # 160 in the photo; luma keeps a little of it

@@ -219,3 +219,58 @@ class TestCallClips:
         assert distill.main(["--data", str(photos), "--out", str(tmp_path / "r"), *args]) != 0
         err = capsys.readouterr().err
         assert "evaluation clip" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def mixed(photos: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A split and the caches of a mix with both sequence parts (and what filling did)."""
+    root = tmp_path_factory.mktemp("codec-cache")
+    split = make_split(photos, showcase=2)
+    config = Config(data=str(photos), patch_size=32, degradation="seed:0.4,codec:0.3,call:0.3")
+    summaries = fill_call_cache(config, split, root)
+    return config, split, root, summaries
+
+
+class TestCodecPart:
+    """``codec`` (codec blocking alone) is a sequence part beside ``call``, in its own cache."""
+
+    def test_each_sequence_part_has_its_own_filled_folder(self, mixed) -> None:
+        config, _, root, summaries = mixed
+        assert [s.built for s in summaries] == [16, 16]
+        call, codec = cache_folder(root, config, "call"), cache_folder(root, config, "codec")
+        assert (call.name, codec.name) == ("restore_32px_seed42", "restore_32px_seed42_codec")
+        for entry in codec.glob("*/key.json"):
+            record = json.loads(entry.read_text())
+            assert record["key"]["degradation"] == "codec"
+            assert record["params"]["factor"] == 1.0 and "blur" not in record["params"]
+
+    def test_picks_follow_the_shares_and_name_their_part(self, mixed, photos: Path) -> None:
+        config, split, root, _ = mixed
+        inputs = MixedInputs.for_half(config, split, "a", root)
+        picks = [inputs.pick(i, 0) for i in range(600)]
+        codec = [p for p in picks if p.call_index is not None and p.sequence == "codec"]
+        call = [p for p in picks if p.call_index is not None and p.sequence == "call"]
+        assert len(codec) / 600 == pytest.approx(0.3, abs=0.07)
+        assert len(call) / 600 == pytest.approx(0.3, abs=0.07)
+        patches = PatchSet(photos, split.train_a, split.sha256, size=32, stride=32)
+        i = picks.index(codec[0])
+        d, g = training_pair(inputs, patches, 42, 0, i)
+        assert d.shape == g.shape == (32, 32, 3) and not np.array_equal(d, g)
+
+    @pytest.mark.parametrize(
+        ("extra", "match"),
+        [
+            (["--mode", "x2", "--degradation", "codec:0.5,seed:0.5"], "x2 trains on call"),
+            (["--degradation", "codec:0.5,seed:0.5", "--call-clips", "."], None),
+            (["--degradation", "codec:1", "--w-temporal", "0.5"], None),
+        ],
+    )
+    def test_config_checks(self, extra: list[str], match: str | None) -> None:
+        from training.config import parse_config
+
+        config, _, _ = parse_config(["--data", "x", "--no-teacher", *extra])
+        if match is None:
+            check_config(config)
+            return
+        with pytest.raises(RunError, match=match):
+            check_config(config)

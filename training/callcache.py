@@ -1,8 +1,10 @@
 """The encoded-sequence cache: call-degraded sequences made once, before training.
 
 Encoding is far too slow to redo per step, so each source (a photo, or a training clip)
-gives ``per_source`` sequences, degraded once by :func:`training.degradations.call_degrade`
-and kept on disk::
+gives ``per_source`` sequences, degraded once by a sequence pipeline (``call``:
+:func:`training.degradations.call_degrade`; ``codec``: :func:`~training.degradations.codec_degrade`)
+and kept on disk. A photo's sequence is panned and zoomed over it and given a camera's
+4:2:0 colour (:func:`~training.degradations.camera_chroma`); a clip's frames already have it::
 
     FOLDER/<sha256[:16]>_<index>/key.json       the key, and the parameters drawn
     FOLDER/<sha256[:16]>_<index>/pristine.npy   (T, S, S, 3) uint8, the sequence
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.degradations import CALL_VERSION, MODES, call_degrade
+from training.degradations import CALL_VERSION, MODES, SEQUENCE_PIPELINES, camera_chroma
 from training.sequences import clip_window, pan_zoom
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class CacheSpec:
     """Everything that shapes the cached sequences.
 
     Attributes:
+        degradation: the sequence pipeline (a key of
+            :data:`~training.degradations.SEQUENCE_PIPELINES`).
         mode: ``restore`` (degraded frames at full size) or ``x2`` (half size).
         size: side of the square pristine frames (a multiple of 4 in ``x2`` mode).
         min_frames, max_frames: sequence length, drawn per sequence.
@@ -53,6 +57,7 @@ class CacheSpec:
 
     mode: str = "restore"
     size: int = 256
+    degradation: str = "call"
     min_frames: int = 8
     max_frames: int = 16
     per_source: int = 2
@@ -61,6 +66,11 @@ class CacheSpec:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.degradation not in SEQUENCE_PIPELINES:
+            known = ", ".join(SEQUENCE_PIPELINES)
+            raise ValueError(f"unknown sequence degradation {self.degradation!r}: one of {known}")
+        if self.degradation == "codec" and self.mode != "restore":
+            raise ValueError("the codec degradation keeps the full size: restore mode only")
         if self.size < 32 or (self.mode == "x2" and self.size % 4):
             raise ValueError(f"sequence side {self.size}: use >= 32 (a multiple of 4 for x2)")
         if not 2 <= self.min_frames <= self.max_frames:
@@ -71,7 +81,6 @@ class CacheSpec:
     def key(self, sha256: str, index: int) -> dict[str, object]:
         """What an entry must have been made with to be reused."""
         return {
-            "degradation": "call",
             "version": CALL_VERSION,
             "sha256": sha256,
             "index": index,
@@ -145,8 +154,8 @@ class CallCache:
             pristine = clip_window(data, rng, size=spec.size, frames=length)
         else:
             assert isinstance(data, np.ndarray)
-            pristine = pan_zoom(data, rng, size=spec.size, frames=length)
-        clip = call_degrade(pristine, rng, spec.mode)
+            pristine = camera_chroma(pan_zoom(data, rng, size=spec.size, frames=length))
+        clip = SEQUENCE_PIPELINES[spec.degradation](pristine, rng, spec.mode)
         degraded = clip.lr if spec.mode == "x2" else clip.full
         assert degraded is not None
         record = {
@@ -173,7 +182,12 @@ class CallCache:
         """Build every missing or stale entry of ``sources`` (tqdm progress per source)."""
         start = time.perf_counter()
         built = reused = sources_built = 0
-        bar = tqdm(sources, desc=f"call cache ({self.spec.mode})", unit="src", disable=not progress)
+        bar = tqdm(
+            sources,
+            desc=f"{self.spec.degradation} cache ({self.spec.mode})",
+            unit="src",
+            disable=not progress,
+        )
         for source in bar:
             todo = [i for i in range(self.spec.per_source) if not self.valid(source.sha256, i)]
             reused += self.spec.per_source - len(todo)

@@ -3,7 +3,8 @@
 ``--degradation call:0.8,seed:0.2`` means: for 80 % of the training indices the pair is a
 frame of the encoded-sequence cache (:mod:`training.callcache`; the half's own photos,
 panned and zoomed, degraded by the call pipeline once before training), for 20 % it is
-the patch degraded per image as before. The draw depends only on (seed, stream, index),
+the patch degraded per image as before. Every sequence degradation of the mix (``call``,
+``codec``) has its own cache folder. The draw depends only on (seed, stream, index),
 so a resumed run sees the same pairs. A mix of one per-image degradation draws nothing
 and trains exactly as before.
 
@@ -45,15 +46,22 @@ def parse_mix(config: Config) -> Mix:
         raise RunError(str(exc)) from None
 
 
-def cache_folder(root: Path, config: Config) -> Path:
-    """Where the call sequences of ``config`` live under the cache root."""
-    return root / "call_sequences" / f"{config.mode}_{config.patch_size}px_seed{config.seed}"
+def sequence_parts(mix: Mix) -> list[str]:
+    """The names of the mix's sequence degradations (served by the cache), in mix order."""
+    return [p.name for p in mix.parts if p.sequence]
 
 
-def cache_spec(config: Config) -> CacheSpec:
+def cache_folder(root: Path, config: Config, degradation: str = "call") -> Path:
+    """Where the ``degradation`` sequences of ``config`` live under the cache root."""
+    name = f"{config.mode}_{config.patch_size}px_seed{config.seed}"
+    return root / "call_sequences" / (name if degradation == "call" else f"{name}_{degradation}")
+
+
+def cache_spec(config: Config, degradation: str = "call") -> CacheSpec:
     return CacheSpec(
         mode=config.mode,
         size=config.patch_size,
+        degradation=degradation,
         per_source=config.call_sequences,
         seed=config.seed,
     )
@@ -117,50 +125,69 @@ def _read(path: Path) -> np.ndarray:
     return image
 
 
-def fill_call_cache(config: Config, split: Split, root: Path) -> FillSummary | None:
-    """Build the call sequences of both halves (tqdm progress); ``None`` when unused."""
-    if parse_mix(config).share("call") == 0:
-        return None
-    cache = CallCache(cache_folder(root, config), cache_spec(config))
-    summary = cache.fill(half_sources(split, "a", config) + half_sources(split, "b", config))
-    log.info(
-        "call cache: %d sequences built (%.2f s per photo), %d reused, in %s",
-        summary.built,
-        summary.seconds_per_source,
-        summary.reused,
-        cache.folder,
-    )
-    return summary
+def fill_call_cache(config: Config, split: Split, root: Path) -> list[FillSummary]:
+    """Build the sequences of both halves for every sequence degradation of the mix (tqdm
+    progress); empty when the mix has none."""
+    summaries = []
+    sources = half_sources(split, "a", config) + half_sources(split, "b", config)
+    for name in sequence_parts(parse_mix(config)):
+        cache = CallCache(cache_folder(root, config, name), cache_spec(config, name))
+        summary = cache.fill(sources)
+        log.info(
+            "%s cache: %d sequences built (%.2f s per photo), %d reused, in %s",
+            name,
+            summary.built,
+            summary.seconds_per_source,
+            summary.reused,
+            cache.folder,
+        )
+        summaries.append(summary)
+    return summaries
 
 
 @dataclass(frozen=True)
 class Pick:
-    """Where one training index comes from: a per-image degradation or a call frame."""
+    """Where one training index comes from: a per-image degradation, or frame
+    ``call_index`` of the ``sequence`` degradation's cache."""
 
     degradation: str | None = None
     call_index: int | None = None
+    sequence: str = "call"
 
 
 class MixedInputs:
-    """The mix's choice per training index, and the call frames of one half."""
+    """The mix's choice per training index, and the cached sequence frames of one half
+    (``sequences``: degradation name -> frames; ``call`` is the ``call`` part's)."""
 
-    def __init__(self, mix: Mix, mode: str, call: CallPairs | None, seed: int) -> None:
-        if mix.share("call") > 0 and (call is None or not len(call)):
-            raise RunError("the mix uses call sequences but the call cache is empty")
-        self.mix, self.mode, self.call, self.seed = mix, mode, call, seed
+    def __init__(
+        self,
+        mix: Mix,
+        mode: str,
+        call: CallPairs | None,
+        seed: int,
+        sequences: dict[str, CallPairs] | None = None,
+    ) -> None:
+        self.sequences = dict(sequences or {})
+        if call is not None:
+            self.sequences["call"] = call
+        for name in sequence_parts(mix):
+            if name not in self.sequences or not len(self.sequences[name]):
+                raise RunError(f"the mix uses {name} sequences but the {name} cache is empty")
+        self.mix, self.mode, self.seed = mix, mode, seed
+        self.call = self.sequences.get("call")
         self._consecutive: list[int] | None = None
 
     @classmethod
     def for_half(cls, config: Config, split: Split, which: str, root: Path) -> MixedInputs:
         mix = parse_mix(config)
-        call = None
-        if mix.share("call") > 0:
-            cache = CallCache(cache_folder(root, config), cache_spec(config))
+        sequences = {}
+        for name in sequence_parts(mix):
+            cache = CallCache(cache_folder(root, config, name), cache_spec(config, name))
             try:
-                call = cache.pairs(half_sources(split, which, config))
+                sequences[name] = cache.pairs(half_sources(split, which, config))
             except RuntimeError as exc:
                 raise RunError(str(exc)) from None
-        return cls(mix, config.mode, call, config.seed)
+        return cls(mix, config.mode, None, config.seed, sequences)
 
     def pick(self, index: int, stream: int) -> Pick:
         """The source of training index ``index`` in ``stream`` (the epoch, or validation)."""
@@ -169,28 +196,34 @@ class MixedInputs:
         rng = np.random.default_rng([self.seed, stream, index, PICK_SALT])
         name = self.mix.choose(rng)
         if name in SEQUENCE_DEGRADATIONS:
-            assert self.call is not None
-            return Pick(call_index=int(rng.integers(len(self.call))))
+            frames = self.sequences[name]
+            return Pick(call_index=int(rng.integers(len(frames))), sequence=name)
         return Pick(degradation=name)
+
+    @property
+    def temporal(self) -> CallPairs:
+        """The frames the temporal term draws consecutive pairs from: ``call``'s, else the
+        first sequence part's."""
+        return self.call if self.call is not None else next(iter(self.sequences.values()))
 
     def consecutive(
         self, index: int, stream: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(input_{t-1}, gt_{t-1}, input_t, gt_t)``: two consecutive call frames, drawn for
         training index ``index`` of ``stream`` (for the temporal term)."""
-        assert self.call is not None
+        frames = self.temporal
         if self._consecutive is None:
-            self._consecutive = self.call.consecutive()
+            self._consecutive = frames.consecutive()
         rng = np.random.default_rng([self.seed, stream, index, TEMPORAL_SALT])
         i = self._consecutive[int(rng.integers(len(self._consecutive)))]
-        previous = self.call.previous(i)
+        previous = frames.previous(i)
         assert previous is not None
-        return (*previous, *self.call.pair(i))
+        return (*previous, *frames.pair(i))
 
     def call_pair(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
-        """``(input, ground truth)`` of a call pick."""
-        assert self.call is not None and pick.call_index is not None
-        return self.call.pair(pick.call_index)
+        """``(input, ground truth)`` of a sequence pick."""
+        assert pick.call_index is not None
+        return self.sequences[pick.sequence].pair(pick.call_index)
 
 
 def seed_lr(patch: np.ndarray) -> np.ndarray:

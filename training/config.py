@@ -56,7 +56,7 @@ class Config:
         default="seed",
         metadata={
             "help": "input degradation, a name in training.degradations or a weighted mix "
-            "such as call:0.8,seed:0.2 (call: encoded sequences, cached once)"
+            "such as call:0.8,seed:0.2 (call, codec: encoded sequences, cached once)"
         },
     )
     mode: str = field(
@@ -243,9 +243,10 @@ def check_degradation(config: Config, teacher: bool) -> None:
                 f"--degradation {part.name!r} is an evaluation degradation of whole clips: "
                 f"train on call and/or {', '.join(DEGRADATIONS)}"
             )
-        if config.mode == "x2" and not part.sequence and part.name != "seed":
+        if config.mode == "x2" and part.name not in ("call", "seed"):
             raise RunError(f"--mode x2 trains on call and seed only, not {part.name!r}")
-    if teacher and mix.share("call") > 0 and config.teacher_model is None:
+    sequences = sum(p.share for p in mix.parts if p.sequence)
+    if teacher and sequences > 0 and config.teacher_model is None:
         raise RunError(
             "Restormer's outputs are cached per photo patch, so call sequences have none: "
             "distil from a sharpcam model (--teacher-model FILE, run on each call frame), "
@@ -253,11 +254,13 @@ def check_degradation(config: Config, teacher: bool) -> None:
         )
     if config.call_sequences < 1:
         raise RunError("--call-sequences must be at least 1")
-    if config.call_clips and mix.share("call") == 0:
-        raise RunError("--call-clips feeds call sequences: add a call share to --degradation")
+    if config.call_clips and sequences == 0:
+        raise RunError(
+            "--call-clips feeds call sequences: add a call (or codec) share to --degradation"
+        )
     if config.call_clip_sequences < 1:
         raise RunError("--call-clip-sequences must be at least 1")
-    if config.w_temporal < 0 or (config.w_temporal > 0 and mix.share("call") == 0):
+    if config.w_temporal < 0 or (config.w_temporal > 0 and sequences == 0):
         raise RunError(
             "--w-temporal needs consecutive frames: give it a weight >= 0 and a call share in "
             "--degradation (e.g. call:0.8,seed:0.2)"

@@ -231,8 +231,8 @@ def check(
 
 def trained_on_call(spec: str) -> bool:
     """Whether a ``--degradation`` spec (a run's, or a model's ``sharpcam.degradation``) has a
-    ``call`` part; lenient: an unparsable spec has none."""
-    return "call" in {p.split(":")[0].strip() for p in spec.split(",")}
+    ``call`` or ``codec`` part; lenient: an unparsable spec has none."""
+    return bool({"call", "codec"} & {p.split(":")[0].strip() for p in spec.split(",")})
 
 
 def run_degradations(run: Path, scale: int) -> list[str]:
