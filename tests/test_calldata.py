@@ -95,7 +95,7 @@ def setup(photos: Path, tmp_path_factory: pytest.TempPathFactory):
 class TestTrainingPairs:
     def test_a_single_per_image_degradation_draws_nothing(self, setup) -> None:
         patches = setup[3]
-        inputs = MixedInputs(parse_mix("seed"), "restore", None, 42)
+        inputs = MixedInputs(parse_mix("seed"), "restore", 42)
         d, g = training_pair(inputs, patches, 42, 3, 5)
         assert np.array_equal(g, patches[5])
         assert np.array_equal(d, degrade(get_degradation("seed"), patches[5], 42, 3, 5))

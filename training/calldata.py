@@ -157,24 +157,16 @@ class Pick:
 
 class MixedInputs:
     """The mix's choice per training index, and the cached sequence frames of one half
-    (``sequences``: degradation name -> frames; ``call`` is the ``call`` part's)."""
+    (``sequences``: degradation name -> frames)."""
 
     def __init__(
-        self,
-        mix: Mix,
-        mode: str,
-        call: CallPairs | None,
-        seed: int,
-        sequences: dict[str, CallPairs] | None = None,
+        self, mix: Mix, mode: str, seed: int, sequences: dict[str, CallPairs] | None = None
     ) -> None:
         self.sequences = dict(sequences or {})
-        if call is not None:
-            self.sequences["call"] = call
         for name in sequence_parts(mix):
             if name not in self.sequences or not len(self.sequences[name]):
                 raise RunError(f"the mix uses {name} sequences but the {name} cache is empty")
         self.mix, self.mode, self.seed = mix, mode, seed
-        self.call = self.sequences.get("call")
         self._consecutive: list[int] | None = None
 
     @classmethod
@@ -187,7 +179,7 @@ class MixedInputs:
                 sequences[name] = cache.pairs(half_sources(split, which, config))
             except RuntimeError as exc:
                 raise RunError(str(exc)) from None
-        return cls(mix, config.mode, None, config.seed, sequences)
+        return cls(mix, config.mode, config.seed, sequences)
 
     def pick(self, index: int, stream: int) -> Pick:
         """The source of training index ``index`` in ``stream`` (the epoch, or validation)."""
@@ -204,7 +196,9 @@ class MixedInputs:
     def temporal(self) -> CallPairs:
         """The frames the temporal term draws consecutive pairs from: ``call``'s, else the
         first sequence part's."""
-        return self.call if self.call is not None else next(iter(self.sequences.values()))
+        if "call" in self.sequences:
+            return self.sequences["call"]
+        return next(iter(self.sequences.values()))
 
     def consecutive(
         self, index: int, stream: int
