@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: How much the crop on the bottom row of :func:`comparison_image` is enlarged.
 ZOOM = 4
 
-_OUTLINE = (255, 215, 0)  # RGB: the crop's place on the top row
+OUTLINE = (255, 215, 0)  # RGB: the crop's place on the top row
 
 
 def _label(image: np.ndarray, text: str) -> None:
@@ -91,7 +91,7 @@ def comparison_image(original: np.ndarray, sharpened: np.ndarray, zoom: int = ZO
     for offset in (0, width):
         corner = (offset + left, top)
         far = (offset + left + cw - 1, top + ch - 1)
-        cv2.rectangle(upper, corner, far, _OUTLINE, thick)
+        cv2.rectangle(upper, corner, far, OUTLINE, thick)
     return np.vstack([upper, np.hstack(zoomed)])
 
 
