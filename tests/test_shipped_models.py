@@ -116,8 +116,11 @@ def test_a_x2_model_on_drawn_graphics_stays_near_bicubic(model: Path) -> None:
 @pytest.mark.parametrize("model", X2, ids=lambda p: p.name)
 def test_a_x2_model_beats_bicubic_on_a_call_it_never_saw(model: Path, video_dir: Path) -> None:
     """Its job, on an evaluation clip of the call benchmark (never used in training): the
-    half-size frames of a low-rate H.264 call, upscaled (measured when shipped, first
-    12 frames: quality +1.43 dB, balanced +1.59 dB, fast +0.64 dB over bicubic)."""
+    half-size frames of a low-rate H.264 call, upscaled. First 12 frames, over bicubic:
+    quality +0.66 dB, balanced +1.00, fast +0.25, with unbiased YUV <-> RGB conversions.
+    When shipped they measured +1.43 / +1.59 / +0.64: swscale's default decode darkened the
+    call frames by about one grey level, and the models had learned to undo that shift,
+    which no real call has; the bounds were set on those figures."""
     from training.sequences import read_clip
 
     frames = read_clip(video_dir / "grid_lwbsza_talkinghead_360x288_25fps.mp4", 12)
@@ -130,7 +133,7 @@ def test_a_x2_model_beats_bicubic_on_a_call_it_never_saw(model: Path, video_dir:
             - psnr(cv2.resize(lr, (w, h), interpolation=cv2.INTER_CUBIC), hr)
             for lr, hr in zip(decoded, frames, strict=True)
         ]
-    assert float(np.mean(gains)) > 0.3
+    assert float(np.mean(gains)) > (0.15 if "fast" in model.name else 0.3)
 
 
 @pytest.mark.parametrize("model", INT8, ids=lambda p: p.name)
