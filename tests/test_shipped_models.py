@@ -119,8 +119,8 @@ def test_a_x2_model_beats_bicubic_on_a_call_it_never_saw(model: Path, video_dir:
     half-size frames of a low-rate H.264 call, upscaled. First 12 frames, over bicubic:
     quality +0.66 dB, balanced +1.00, fast +0.25, with unbiased YUV <-> RGB conversions.
     When shipped they measured +1.43 / +1.59 / +0.64: swscale's default decode darkened the
-    call frames by about one grey level, and the models had learned to undo that shift,
-    which no real call has; the bounds were set on those figures."""
+    call frames by about one grey level, a shift no real call has, and the gains depended
+    on it; the bounds were set on those figures."""
     from training.sequences import read_clip
 
     frames = read_clip(video_dir / "grid_lwbsza_talkinghead_360x288_25fps.mp4", 12)
