@@ -68,13 +68,16 @@ class Score:
     def line(self, student: str) -> str:
         base, ens, one = (self.psnr[k] for k in ("input", "ensemble", student))
         d_ssim = {k: self.ssim[k] - self.ssim["input"] for k in ("ensemble", student)}
-        share = (one - base) / (ens - base) if ens != base else float("nan")
+        share = (
+            f"{(one - base) / (ens - base):.0%} of the ensemble's gain"
+            if ens > base
+            else "the ensemble has no gain to share"
+        )
         return (
             f"{self.degradation} on {self.images} test photos: degraded input "
             f"{base:.2f} dB SSIM {self.ssim['input']:.4f}; ensemble {ens - base:+.2f} dB "
             f"({d_ssim['ensemble']:+.4f}); student {student.upper()} {one - base:+.2f} dB "
-            f"({d_ssim[student]:+.4f}), "
-            f"{share:.0%} of the ensemble's gain"
+            f"({d_ssim[student]:+.4f}), {share}"
         )
 
 
