@@ -3,8 +3,9 @@
 Each file has a card naming its SHA-256 and size, and metadata saying what it is (mode,
 scale, tier, cost) that its output shape confirms. A restore model must beat the
 seed-degraded input on a scene the test draws (no data needed); a x2 model must beat the
-bicubic upscale on a real call clip it never saw (when ``../shared`` is there), and its
-known loss on drawn graphics is pinned; an int8 twin loses at most 0.1 dB against its fp32 model.
+bicubic upscale on a real call clip it never saw (when ``../shared`` is there) and stay
+near bicubic on drawn graphics, a scene far from its training data; an int8 twin loses at
+most 0.1 dB against its fp32 model.
 ``test_shipped_model.py`` holds the default model's own, older checks.
 """
 
@@ -106,21 +107,21 @@ def test_a_restore_model_beats_the_degraded_input(model: Path) -> None:
 
 @pytest.mark.parametrize("model", X2, ids=lambda p: p.name)
 def test_a_x2_model_on_drawn_graphics_stays_near_bicubic(model: Path) -> None:
-    """A known weakness, pinned so it cannot grow unnoticed: the x2 models are trained on
-    talking-head video and photos, and on drawn text and shapes they lose to bicubic
-    (measured when shipped, scenes 0 / 1: quality -0.84 / -0.53 dB, balanced -0.82 / -0.42,
-    fast -0.70 / -0.41)."""
-    assert min(gain(model, 0), gain(model, 1)) > -1.2
+    """The x2 models are trained on talking-head video and photos; on drawn text and shapes
+    they should do no harm. Measured when shipped (2026-12-07), scenes 0 / 1: quality
+    +0.02 / +0.02 dB, balanced +0.00 / +0.10, fast +0.01 / -0.02. The files they replaced,
+    trained on call frames that the old decode had darkened by a grey level, lost 0.4-0.8 dB
+    here (the bound was -1.2 then)."""
+    assert min(gain(model, 0), gain(model, 1)) > -0.3
 
 
 @pytest.mark.parametrize("model", X2, ids=lambda p: p.name)
 def test_a_x2_model_beats_bicubic_on_a_call_it_never_saw(model: Path, video_dir: Path) -> None:
     """Its job, on an evaluation clip of the call benchmark (never used in training): the
-    half-size frames of a low-rate H.264 call, upscaled. First 12 frames, over bicubic:
-    quality +0.66 dB, balanced +1.00, fast +0.25, with unbiased YUV <-> RGB conversions.
-    When shipped they measured +1.43 / +1.59 / +0.64: swscale's default decode darkened the
-    call frames by about one grey level, a shift no real call has, and the gains depended
-    on it; the bounds were set on those figures."""
+    half-size frames of a low-rate H.264 call, upscaled. First 12 frames, over bicubic,
+    measured when shipped (2026-12-07, retrained on the corrected call cache): quality
+    +1.40 dB, balanced +1.63, fast +0.65. The files they replaced scored +0.66 / +1.00 /
+    +0.25 here with the unbiased conversions."""
     from training.sequences import read_clip
 
     frames = read_clip(video_dir / "grid_lwbsza_talkinghead_360x288_25fps.mp4", 12)
@@ -133,14 +134,14 @@ def test_a_x2_model_beats_bicubic_on_a_call_it_never_saw(model: Path, video_dir:
             - psnr(cv2.resize(lr, (w, h), interpolation=cv2.INTER_CUBIC), hr)
             for lr, hr in zip(decoded, frames, strict=True)
         ]
-    assert float(np.mean(gains)) > (0.15 if "fast" in model.name else 0.3)
+    assert float(np.mean(gains)) > (0.4 if "fast" in model.name else 1.0)
 
 
 @pytest.mark.parametrize("model", INT8, ids=lambda p: p.name)
 def test_int8_twin_keeps_the_fp32_quality(model: Path) -> None:
-    """Loses at most 0.1 dB against its fp32 model on a drawn scene. One-sided: on drawn
-    graphics the x2 models lose to bicubic (pinned below) and int8 rounding damps their
-    correction, so their twins lose 0.1-0.25 dB *less* there. The export itself refuses a
-    loss above 0.05 dB on the test photos."""
+    """Loses at most 0.1 dB against its fp32 model on a drawn scene. One-sided: where a
+    model's correction is wrong, int8 rounding damps it and the twin may do better (the
+    earlier x2 twins lost 0.1-0.25 dB *less* than their models on drawn graphics). The
+    export itself refuses a loss above 0.05 dB on the test photos."""
     fp32 = model.with_name(model.name.replace(".int8.onnx", ".onnx"))
     assert gain(model, 0) >= gain(fp32, 0) - 0.1
