@@ -70,9 +70,13 @@ bgr_from_rgb = rgb_from_bgr
 
 
 def rgb_from_video_frame(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded video frame (any pixel format) as a new ``HxWx3 uint8`` RGB array; the
-    frame's own colour matrix and range are used, with :data:`SWS_FLAGS`."""
-    return frame.to_ndarray(format="rgb24", interpolation=SWS_FLAGS)
+    """A decoded video frame (any pixel format) as a new C-contiguous ``HxWx3 uint8`` RGB
+    array; the frame's own colour matrix and range are used, with :data:`SWS_FLAGS`.
+
+    swscale may pad each converted row for its SIMD width (on an AVX2-only CPU a 96-pixel
+    row came back as a strided view); the copy happens only then.
+    """
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", interpolation=SWS_FLAGS))
 
 
 def colour_options(colorspace: int, color_range: int) -> dict[str, Any]:
