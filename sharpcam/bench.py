@@ -176,7 +176,8 @@ def format_table(rows: Sequence[Row], peak: Peak | None) -> str:
         g = r.gmacs
         macs = f"{r.macs_per_pixel:,.0f}" if r.macs_per_pixel is not None else "–"
         macs += "*" if r.macs_counted else ""
-        gm = f"{g:.1f}" if g is not None else "–"
+        # three significant digits below 10: a tiny test model would otherwise print 0.0
+        gm = "–" if g is None else f"{g:.1f}" if g >= 10 else f"{g:.3g}"
         share = f"{g / peak.gmacs:.0%}" if g is not None and peak is not None else "–"
         lines.append(
             f"| {r.tier} | {r.mode} | {r.backend} | {r.size} | {r.median:.1f} | {r.p95:.1f} | "

@@ -112,3 +112,11 @@ def test_skipped_providers_get_no_advice_bench_cannot_take(
     if not skipped:
         pytest.skip("every provider runs here")
     assert all("--provider " not in line for line in skipped), skipped
+
+
+def test_small_rates_keep_their_digits() -> None:
+    """A tiny model's rate (3 MAC/px on 80x60 in 0.5 ms: 0.0288 GMAC/s) must not print 0.0."""
+    row = bench.Row("quality", "x2", "onnxruntime cpu", "40x30 → 80x60", 0.5, 0.6, 3, 80 * 60)
+    big = bench.Row("fast", "restore", "openvino f32", "720p", 58.5, 73.7, 2592, 1280 * 720)
+    table = bench.format_table([row, big], None)
+    assert "| 0.0288 |" in table and "| 40.8 |" in table
