@@ -88,6 +88,13 @@ class Config:
         default=None,
         metadata={"help": "a sharpcam model as the teacher instead: exported .onnx or best.pt"},
     )
+    init: str | None = field(
+        default=None,
+        metadata={
+            "help": "start the students from these weights (fine-tuning): an exported "
+            "sharpcam .onnx (A from its student A, B from B) or a student's best.pt"
+        },
+    )
     no_teacher: bool = field(
         default=False, metadata={"help": "train without the teacher term (no distillation)"}
     )
@@ -222,6 +229,11 @@ def check_config(config: Config) -> None:
                 f"--teacher-model {config.teacher_model} does not exist: pass an exported "
                 "sharpcam .onnx or a student's best.pt"
             )
+    if config.init is not None and not Path(config.init).is_file():
+        raise RunError(
+            f"--init {config.init} does not exist: pass an exported sharpcam .onnx or a "
+            "student's best.pt to start from (or drop --init)"
+        )
     teacher = 0.0 if config.no_teacher else config.w_teacher
     perceptual = 0.0 if config.no_perceptual else config.w_perceptual
     if not (teacher or config.w_gt or perceptual):

@@ -35,6 +35,7 @@ from training.checkpoints import load_checkpoint, save_checkpoint, write_history
 from training.config import Config, RunError
 from training.data import PatchSet, Split
 from training.degradations import get_degradation
+from training.init_weights import initial_state
 from training.losses import DistillLoss, temporal_loss
 from training.metrics import ssim
 from training.modes import DegradationLike
@@ -186,7 +187,12 @@ def train_student(
     feed = teacher_feed(config.mode, teacher_cache.teacher if teacher_cache else None)
     salt = 0 if which == "a" else 1
     torch.manual_seed(config.seed + salt)
-    model = build_student(config.student, **config.student_args).to(device)
+    model = build_student(config.student, **config.student_args)
+    if config.init is not None and not (out / "last.pt").exists():
+        model.load_state_dict(initial_state(config.init, which, model))
+        if world.main:
+            log.info("student %s: starting from the weights in %s", which.upper(), config.init)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     weights = config.loss_weights
     loss_fn = DistillLoss(weights, perceptual)
