@@ -73,7 +73,7 @@ def add_model_options(
     parser: argparse.ArgumentParser, *, provider: bool = True, upscale: bool = False
 ) -> None:
     """``--model``, ``--tier``, ``--backend``, ``--provider`` (unless ``provider=False``),
-    ``--upscale`` (if ``upscale``) and ``--threads`` in a "model" group."""
+    ``--upscale`` and ``--deblock`` (if ``upscale``) and ``--threads`` in a "model" group."""
     from sharpcam.backends import BACKEND_CHOICES
     from sharpcam.engine import PROVIDER_CHOICES
     from sharpcam.models import REPO_MODELS, TIER_CHOICES
@@ -88,6 +88,10 @@ def add_model_options(
         group.add_argument(
             "--upscale", type=int, choices=(1, 2), default=1, help="2: ×2 super-resolution"
         )
+        group.add_argument(
+            "--deblock", action="store_true",
+            help="deblock models, for codec-blocked call video",
+        )  # fmt: skip
     group.add_argument(
         "--tier", choices=TIER_CHOICES, default="auto", metavar="TIER",
         help="quality, balanced, fast, or auto: the best that holds --fps here",
@@ -153,6 +157,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         provider=getattr(args, "provider", "auto"),
         threads=args.threads,
         upscale=getattr(args, "upscale", 1),
+        deblock=getattr(args, "deblock", False),
         stabilize=hasattr(args, "no_stabilize") and not args.no_stabilize,
     )
 
@@ -243,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--vcam-backend", default=None, metavar="NAME",
-        help="pyvirtualcam backend (v4l2loopback, obs, unitycapture; default: first that works)",
+        help="pyvirtualcam backend (default: the first that works)",
     )  # fmt: skip
     out.add_argument(
         "--vcam-device", default=None, metavar="DEV", help="virtual camera device, e.g. /dev/video2"

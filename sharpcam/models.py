@@ -28,8 +28,10 @@ MODE_KEY = "sharpcam.mode"
 TIER_KEY = "sharpcam.tier"
 MACS_KEY = "sharpcam.macs_per_pixel"
 
-#: Modes and the output scale each has.
-MODE_SCALES: dict[str, int] = {"restore": 1, "x2": 2}
+#: Modes and the output scale each has: ``restore`` sharpens a soft frame (a webcam, the
+#: seed's blur), ``x2`` upscales a decoded half-size call stream, ``deblock`` cleans a
+#: decoded full-size call stream of codec blocking (``--deblock``).
+MODE_SCALES: dict[str, int] = {"restore": 1, "x2": 2, "deblock": 1}
 #: Tiers from the best-looking to the fastest (the order ``auto`` steps down in).
 TIERS = ("quality", "balanced", "fast")
 TIER_CHOICES = ("auto", *TIERS)
@@ -51,7 +53,8 @@ class ModelInfo:
     Attributes:
         path: the ONNX file.
         scale: output size / input size (1 or 2).
-        mode: ``"restore"`` (same size) or ``"x2"`` (super-resolution).
+        mode: ``"restore"`` (same size), ``"x2"`` (super-resolution) or ``"deblock"``
+            (same size, codec blocking).
         tier: ``"quality"``, ``"balanced"`` or ``"fast"``.
         macs_per_pixel: multiply-adds per output pixel (``None`` when not recorded).
         int8: the graph holds quantized (QDQ) convolutions.

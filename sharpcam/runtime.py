@@ -70,6 +70,8 @@ class EngineSettings:
         provider: ONNX Runtime's provider (``"auto"``, ``"tensorrt"``, ``"cuda"``, ``"cpu"``).
         threads: CPU threads (``None``: all cores).
         upscale: 1 (restore) or 2 (×2 super-resolution).
+        deblock: the ``deblock`` models instead of ``restore`` (full-size decoded call
+            video: codec blocking rather than a soft camera); needs ``upscale`` 1.
         models: the folder searched for tiers (``None``: :func:`~sharpcam.models.models_dir`).
         cache: the probe cache folder (``None``: :func:`~sharpcam.machine.cache_dir`).
         stabilize: the frames go through :class:`~sharpcam.temporal.Stabilizer` after the
@@ -83,9 +85,22 @@ class EngineSettings:
     provider: str = "auto"
     threads: int | None = None
     upscale: int = 1
+    deblock: bool = False
     models: Path | None = None
     cache: Path | None = None
     stabilize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.deblock and self.upscale != 1:
+            raise ModelError(
+                "--deblock works on the full-size stream and --upscale 2 on a half-size one: "
+                "drop one (the ×2 models already clean the half-size stream's blocking)"
+            )
+
+    @property
+    def mode(self) -> str:
+        """The models' mode: ``x2``, ``deblock`` or ``restore``."""
+        return "deblock" if self.deblock else mode_for_scale(self.upscale)
 
 
 def resolve_models(settings: EngineSettings) -> dict[str, ModelInfo]:
@@ -95,7 +110,7 @@ def resolve_models(settings: EngineSettings) -> dict[str, ModelInfo]:
         ModelError: the named model is missing, unreadable or of the wrong scale; no model
             of the mode or tier asked for.
     """
-    mode = mode_for_scale(settings.upscale)
+    mode = settings.mode
     folder = settings.models or models_dir()
     named = settings.model
     if named is None and os.environ.get("SHARPCAM_MODEL"):
@@ -112,9 +127,10 @@ def resolve_models(settings: EngineSettings) -> dict[str, ModelInfo]:
             path = default_model_path()
             check_model_file(path, named=False)
             return {"quality": read_info(path)}
+        flag, kind = ("--deblock", "deblock") if settings.deblock else ("--upscale", "×2")
         raise ModelError(
             f"no ×{settings.upscale} ({mode}) model in {folder} (none has sharpcam.mode={mode} "
-            "in its metadata); pass --model PATH of a ×2 model, or drop --upscale"
+            f"in its metadata); pass --model PATH of a {kind} model, or drop {flag}"
         )
     if settings.tier != "auto":
         if settings.tier not in found:

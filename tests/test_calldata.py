@@ -10,7 +10,7 @@ import pytest
 
 import training.distill as distill
 from tests.synthetic import write_photos
-from training.calldata import MixedInputs, cache_folder, fill_call_cache, seed_lr
+from training.calldata import MixedInputs, cache_folder, cache_spec, fill_call_cache, seed_lr
 from training.config import Config, RunError, check_config
 from training.data import PatchSet, make_split
 from training.degradations import get_degradation, parse_mix
@@ -59,6 +59,9 @@ def test_a_mixed_run_fills_the_cache_once_and_records_the_mix(
         (["--no-teacher", "--degradation", "call:1", "--w-temporal", "-1"], "needs consecutive"),
         (["--no-teacher", "--degradation", "call:1", "--w-temporal", "0.5"], None),
         (["--mode", "x2"], None),  # seed x2 with a teacher: Restormer gets the bicubic x2
+        (["--mode", "deblock", "--no-teacher"], "deblock trains on --degradation codec alone"),
+        (["--mode", "deblock", "--no-teacher", "--degradation", "codec:1,seed:1"], "not 'seed'"),
+        (["--mode", "deblock", "--no-teacher", "--degradation", "codec"], None),
     ],
 )
 def test_bad_mixes_and_modes_are_one_line(extra: list[str], match: str | None) -> None:
@@ -243,6 +246,13 @@ class TestCodecPart:
             record = json.loads(entry.read_text())
             assert record["key"]["degradation"] == "codec"
             assert record["params"]["factor"] == 1.0 and "blur" not in record["params"]
+
+    def test_deblock_mode_reads_the_restore_codec_sequences(self, mixed) -> None:
+        """The codec sequences are full size in both scale-1 modes: one cache serves both."""
+        config, _, root, _ = mixed
+        deblock = Config(**{**config.__dict__, "mode": "deblock", "degradation": "codec"})
+        assert cache_folder(root, deblock, "codec") == cache_folder(root, config, "codec")
+        assert cache_spec(deblock, "codec") == cache_spec(config, "codec")
 
     def test_picks_follow_the_shares_and_name_their_part(self, mixed, photos: Path) -> None:
         config, split, root, _ = mixed

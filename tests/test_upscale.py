@@ -219,3 +219,71 @@ class TestTiersFromMetadata:
         info = read_info(models / "sharpcam-x2.onnx")
         assert scale_problem(info, 2) is None
         assert "add --upscale 2" in str(scale_problem(info, 1))
+
+
+class TestDeblockMode:
+    """``--deblock``: the ``deblock`` models (full-size decoded call video) instead of
+    ``restore``, found by metadata like every tier, refused beside ``--upscale 2``."""
+
+    @pytest.fixture
+    def models(self, tmp_path: Path) -> Path:
+        folder = tmp_path / "models"
+        folder.mkdir()
+        unsharp_model(folder / "sharpcam.onnx")  # no metadata: restore, quality
+        set_metadata(unsharp_model(folder / "sharpcam-deblock.onnx", -0.3), mode="deblock")
+        return folder
+
+    def test_deblock_finds_only_the_deblock_model(self, models: Path) -> None:
+        assert [i.path.name for i in resolve_models(EngineSettings(models=models)).values()] == [
+            "sharpcam.onnx"
+        ]
+        found = resolve_models(EngineSettings(models=models, deblock=True))
+        assert [(i.path.name, i.mode, i.scale) for i in found.values()] == [
+            ("sharpcam-deblock.onnx", "deblock", 1)
+        ]
+
+    def test_file_runs_through_the_deblock_model(
+        self, models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        image = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        src = tmp_path / "in.png"
+        cv2.imwrite(str(src), image)
+        outs = {}
+        for name, flags in (("restore", []), ("deblock", ["--deblock"])):
+            dst = tmp_path / f"{name}.png"
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("SHARPCAM_MODELS", str(models))
+                code, err = run(["enhance", src, dst, "--tier", "quality", *flags], capsys)
+            assert code == 0, err
+            outs[name] = cv2.imread(str(dst))
+
+        def detail(img: np.ndarray) -> float:  # high-frequency energy
+            return float(np.abs(cv2.Laplacian(img.astype(np.float32), cv2.CV_32F)).mean())
+
+        # the restore model sharpens (amount +0.5), the deblock one smooths (-0.3)
+        assert detail(outs["deblock"]) < 0.9 * detail(image) < detail(outs["restore"])
+
+    def test_deblock_and_upscale_contradict(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        src = tmp_path / "in.png"
+        cv2.imwrite(str(src), np.zeros((8, 8, 3), np.uint8))
+        code, err = run(["enhance", src, tmp_path / "o.png", "--deblock", "--upscale", "2"], capsys)
+        assert code != 0
+        lines = error_lines(err)
+        assert len(lines) == 1 and "--deblock works on the full-size stream" in lines[0]
+        assert not (tmp_path / "o.png").exists()
+
+    def test_no_deblock_model(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("SHARPCAM_MODELS", str(tmp_path))
+        src = tmp_path / "in.png"
+        cv2.imwrite(str(src), np.zeros((8, 8, 3), np.uint8))
+        code, err = run(["enhance", src, tmp_path / "o.png", "--deblock"], capsys)
+        assert code == 1
+        assert error_lines(err) == [
+            f"sharpcam: error: no ×1 (deblock) model in {tmp_path} (none has "
+            "sharpcam.mode=deblock in its metadata); pass --model PATH of a deblock model, "
+            "or drop --deblock"
+        ]

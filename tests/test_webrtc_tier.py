@@ -117,6 +117,23 @@ def test_tier_asked_by_name(tiers: dict[str, Path], env: Path) -> None:
         assert relay.config()["tier"] == "fast"
 
 
+def test_deblock_relays_through_the_deblock_model(
+    tiers: dict[str, Path], env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``serve --deblock``: the pages' full-size streams go through the deblock models
+    (found by metadata, beside the restore tiers), never the restore ones."""
+    deblock = set_metadata(unsharp_model(tiers["folder"] / "d.onnx", -0.3), mode="deblock")
+    with _opened(settings(tiers, deblock=True)) as relay:
+        assert relay.label.startswith(f"{deblock.name} on ")
+        frame = np.random.default_rng(5).integers(0, 256, (SIZE[1], SIZE[0], 3), np.uint8)
+        with Engine(deblock, provider="cpu") as direct:
+            assert np.array_equal(relay.processor.process(frame), direct.process(frame))
+    assert build_parser().parse_args(["--deblock"]).deblock is True
+    assert main(["--deblock", "--upscale", "2", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--deblock works on the full-size stream and --upscale 2 on a half-size one" in err
+
+
 def test_options_parse_and_bad_values_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args([])
     defaults = (args.tier, args.backend, args.fps, args.probe_size)

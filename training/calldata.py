@@ -53,13 +53,19 @@ def sequence_parts(mix: Mix) -> list[str]:
 
 def cache_folder(root: Path, config: Config, degradation: str = "call") -> Path:
     """Where the ``degradation`` sequences of ``config`` live under the cache root."""
-    name = f"{config.mode}_{config.patch_size}px_seed{config.seed}"
+    name = f"{sequence_mode(config, degradation)}_{config.patch_size}px_seed{config.seed}"
     return root / "call_sequences" / (name if degradation == "call" else f"{name}_{degradation}")
+
+
+def sequence_mode(config: Config, degradation: str) -> str:
+    """The cache's mode: ``deblock`` trains on the full-size ``codec`` sequences of
+    ``restore`` (one cache for both)."""
+    return "restore" if config.mode == "deblock" and degradation == "codec" else config.mode
 
 
 def cache_spec(config: Config, degradation: str = "call") -> CacheSpec:
     return CacheSpec(
-        mode=config.mode,
+        mode=sequence_mode(config, degradation),
         size=config.patch_size,
         degradation=degradation,
         per_source=config.call_sequences,

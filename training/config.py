@@ -61,7 +61,10 @@ class Config:
     )
     mode: str = field(
         default="restore",
-        metadata={"help": "restore (same size out) or x2 (the half-size decoded frame in)"},
+        metadata={
+            "help": "restore (same size out), x2 (the half-size decoded frame in) or deblock "
+            "(same size, codec blocking: train on --degradation codec)"
+        },
     )
     tier: str = field(
         default="quality",
@@ -257,6 +260,11 @@ def check_degradation(config: Config, teacher: bool) -> None:
             )
         if config.mode == "x2" and part.name not in ("call", "seed"):
             raise RunError(f"--mode x2 trains on call and seed only, not {part.name!r}")
+        if config.mode == "deblock" and part.name != "codec":
+            raise RunError(
+                f"--mode deblock trains on --degradation codec alone, not {part.name!r} "
+                "(sharpening belongs to --mode restore)"
+            )
     sequences = sum(p.share for p in mix.parts if p.sequence)
     if teacher and sequences > 0 and config.teacher_model is None:
         raise RunError(

@@ -1,8 +1,13 @@
-"""The two modes of a sharpcam model, and the tiers it is made in.
+"""The modes of a sharpcam model, and the tiers it is made in.
 
-* ``restore``: same size in and out (scale 1): the virtual camera and ``enhance`` path.
+* ``restore``: same size in and out (scale 1): the virtual camera and ``enhance`` path
+  (a soft camera frame, the seed's blur).
 * ``x2``: the decoded half-size frame in, the full-size frame out (scale 2): what the
   receiver of a low-resolution call stream needs.
+* ``deblock``: same size in and out (scale 1), trained on ``codec`` alone: what the
+  receiver of a full-size but starved call stream needs. Sharpening and deblocking pull
+  one small net in opposite directions (a ``restore`` net trained on any mix of the seed
+  blur and codec blocking learned to leave blocking untouched), so it is a mode of its own.
 
 A student (or any model here) tells its scale with an int attribute ``scale`` (absent
 means 1); its forward maps ``(N, 3, H, W)`` to ``(N, 3, scale*H, scale*W)``. In ``x2``
@@ -20,7 +25,7 @@ import cv2
 import numpy as np
 
 #: ``--mode`` -> the scale its models have.
-MODES: dict[str, int] = {"restore": 1, "x2": 2}
+MODES: dict[str, int] = {"restore": 1, "x2": 2, "deblock": 1}
 
 #: ``--tier`` values, recorded in the model's metadata; ``quality`` is the seed's ensemble.
 TIERS = ("quality", "balanced", "fast")

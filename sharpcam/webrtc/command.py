@@ -63,6 +63,7 @@ class ServeSettings:
         provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
         upscale: 1 (restore) or 2 (a ×2 model: each page's stream comes back twice as
             large, split against a plain upscale).
+        deblock: the ``deblock`` models (full-size decoded streams: codec blocking).
         allow_hosts: more names the relay answers to (a reverse proxy's), any port.
         connect_timeout_s: an answered offer that has not connected by then frees its slot.
         max_connections: HTTP connections open at once.
@@ -84,6 +85,7 @@ class ServeSettings:
     model: Path | None = None
     provider: str = "auto"
     upscale: int = 1
+    deblock: bool = False
     allow_hosts: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     max_connections: int = 64
@@ -103,6 +105,11 @@ class ServeSettings:
             raise UsageError(f"--max-peers must be at least 1, got {self.max_peers}")
         if self.upscale not in (1, 2):
             raise UsageError(f"--upscale must be 1 or 2, got {self.upscale}")
+        if self.deblock and self.upscale != 1:
+            raise UsageError(
+                "--deblock works on the full-size stream and --upscale 2 on a half-size one: "
+                "drop one (the ×2 models already clean the half-size stream's blocking)"
+            )
         if not self.connect_timeout_s > 0:
             raise UsageError(f"--connect-timeout must be positive, got {self.connect_timeout_s}")
         if self.max_connections < 1:
@@ -208,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "smaller stream and get it back twice as large, beside a plain upscale",
     )
     parser.add_argument(
+        "--deblock",
+        action="store_true",
+        help="the deblock models: clean the codec blocking of the pages' full-size streams "
+        "(what a starved call link delivers) instead of sharpening them",
+    )
+    parser.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -264,6 +277,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         model=args.model,
         provider=args.provider,
         upscale=args.upscale,
+        deblock=args.deblock,
         allow_hosts=tuple(args.allow_host),
         connect_timeout_s=args.connect_timeout,
         max_connections=args.max_connections,
@@ -296,6 +310,7 @@ def _opened(settings: ServeSettings) -> Iterator[Relay]:
                 backend=settings.backend,
                 provider=settings.provider,
                 upscale=settings.upscale,
+                deblock=settings.deblock,
                 stabilize=True,  # every relay track stabilizes its frames
             ),
             width=width,
