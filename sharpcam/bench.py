@@ -1,6 +1,6 @@
 """``sharpcam bench``: how fast each tier runs, per backend and frame size.
 
-For every model tier in ``models/`` (both modes, each tier's ``*.int8.onnx`` twin too, as
+For every model tier in ``models/`` (every mode, each tier's ``*.int8.onnx`` twin too, as
 row "TIER int8"; or the one ``--model``), every backend
 that runs here (ONNX Runtime with each provider that opens, OpenVINO when installed) and
 every size (360p, 720p, 1080p; ×2 models at 360p → 720p), it times the whole
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", type=Path, default=None, metavar="PATH",
-        help="time only this ONNX model (default: every tier of both modes in models/)",
+        help="time only this ONNX model (default: every tier of every mode in models/)",
     )  # fmt: skip
     group.add_argument(
         "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)"

@@ -284,3 +284,15 @@ class TestCodecPart:
             return
         with pytest.raises(RunError, match=match):
             check_config(config)
+
+
+def test_the_report_says_which_degradation_the_photo_test_used() -> None:
+    """A mix of sequences only trains on no per-image degradation: the report must not
+    describe the photo test set's seed blur as the training degradation."""
+    from training.finish import degradation_line
+
+    assert degradation_line(Config(degradation="call:0.8,seed:0.2")).startswith(
+        "call:0.8,seed:0.2: downsample x2"
+    )
+    line = degradation_line(Config(degradation="codec", mode="deblock"))
+    assert line.startswith("codec (encoded sequences only); the photo test set uses seed: ")

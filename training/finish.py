@@ -136,7 +136,7 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
             "data": data_line(split, config),
             "loss": config.loss_weights.describe(),
             "teacher": metadata[META_TEACHER],
-            "degradation": f"{config.degradation}: {run_degradation(config).description}",
+            "degradation": degradation_line(config),
             "onnx": f"{export.path} ({export.bytes / 1e3:.1f} kB), parity max abs diff "
             f"{export.parity_random:.1e} random / {export.parity_real or 0.0:.1e} real",
         }
@@ -155,6 +155,21 @@ def finish_run(config: Config, split: Split, device: torch.device, teacher: typi
     )
     print(summary)
     return 0
+
+
+def degradation_line(config: Config) -> str:
+    """The report's degradation line: the mix, and the per-image degradation the photo test
+    set and the export's parity check use (for a mix of sequences only, ``seed``: say so
+    rather than describe it as the training degradation)."""
+    from training.degradations import parse_mix
+
+    per_image = run_degradation(config)
+    if per_image.name in {part.name for part in parse_mix(config.degradation).parts}:
+        return f"{config.degradation}: {per_image.description}"
+    return (
+        f"{config.degradation} (encoded sequences only); the photo test set uses "
+        f"{per_image.name}: {per_image.description}"
+    )
 
 
 def real_sample(config: Config, split: Split) -> torch.Tensor:

@@ -77,7 +77,8 @@ class ModelTeacher:
 
     def enhance_uint8(self, patches: np.ndarray) -> np.ndarray:
         """``NxHxWx3 uint8`` -> ``NxsHxsWx3 float32`` in ``[0, 1]`` (CPU)."""
-        frames = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2)
+        # cached call frames are read-only memory maps: torch wants a writable array
+        frames = torch.from_numpy(np.require(patches, requirements=["C", "W"])).permute(0, 3, 1, 2)
         out = self(frames.float().div_(255.0))
         return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
