@@ -1,11 +1,11 @@
 """``--init FILE``: start the students from trained weights instead of a random draw.
 
-Fine-tuning a shipped model on a new degradation mix keeps what it already knows (the seed
-blur) while it learns the new part; from scratch, the same mix and budget learned less of
-either. ``FILE`` is an exported sharpcam ``.onnx`` (student A starts from the graph's
-``students.0`` weights, B from ``students.1``; a one-student file starts both) or a
-student's ``best.pt``/``last.pt`` (both students start from it). The architecture must be
-the run's ``--student`` with the same sizes: any missing or misshapen weight is one line.
+Fine-tuning starts a run from what a shipped model already learned (the deblock model
+started from ``sharpcam.onnx``'s students). ``FILE`` is an exported sharpcam ``.onnx``
+(student A starts from the graph's ``students.0`` weights, B from ``students.1``; a
+one-student file starts both) or a student's ``best.pt``/``last.pt`` (both students start
+from it). The architecture must be the run's ``--student`` with the same sizes: any missing
+or misshapen weight is one line.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from torch import nn
 
 from training.checkpoints import load_checkpoint
 from training.config import RunError
-
-ONNX_PREFIX = "students.{index}."
 
 
 def _onnx_students(path: Path) -> dict[int, dict[str, np.ndarray]]:
