@@ -119,6 +119,16 @@ def mode_for_scale(scale: int) -> str:
     raise ModelError(f"no mode has scale {scale}; use --upscale 1 or 2")
 
 
+def asked_mode(upscale: int, deblock: bool) -> str:
+    """The mode ``--upscale``/``--deblock`` ask for; :class:`ModelError` when they contradict."""
+    if deblock and upscale != 1:
+        raise ModelError(
+            "--deblock works on the full-size stream and --upscale 2 on a half-size one: "
+            "drop one (the ×2 models already clean the half-size stream's blocking)"
+        )
+    return "deblock" if deblock else mode_for_scale(upscale)
+
+
 def scale_problem(info: ModelInfo, upscale: int, *, alternative: Path | None = None) -> str | None:
     """``None`` if ``info`` gives ``upscale``; else the one line that says what to do."""
     if info.scale == upscale:

@@ -43,9 +43,9 @@ from sharpcam.models import (
     TIER_CHOICES,
     TIERS,
     ModelInfo,
+    asked_mode,
     find_models,
     int8_twin,
-    mode_for_scale,
     models_dir,
     read_info,
     scale_problem,
@@ -91,16 +91,12 @@ class EngineSettings:
     stabilize: bool = False
 
     def __post_init__(self) -> None:
-        if self.deblock and self.upscale != 1:
-            raise ModelError(
-                "--deblock works on the full-size stream and --upscale 2 on a half-size one: "
-                "drop one (the ×2 models already clean the half-size stream's blocking)"
-            )
+        asked_mode(self.upscale, self.deblock)  # contradicting options fail here, early
 
     @property
     def mode(self) -> str:
         """The models' mode: ``x2``, ``deblock`` or ``restore``."""
-        return "deblock" if self.deblock else mode_for_scale(self.upscale)
+        return asked_mode(self.upscale, self.deblock)
 
 
 def resolve_models(settings: EngineSettings) -> dict[str, ModelInfo]:

@@ -160,17 +160,29 @@ class TestCommands:
         ]
         assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.mp4").exists()
 
-    def test_no_x2_model_anywhere(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize(
+        ("flag", "mode", "words"),
+        [("--upscale", "x2", "×2 (x2)"), ("--deblock", "deblock", "×1 (deblock)")],
+    )
+    def test_no_model_of_the_asked_mode(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        flag: str,
+        mode: str,
+        words: str,
     ) -> None:
         monkeypatch.setenv("SHARPCAM_MODELS", str(tmp_path))
         src = tmp_path / "in.png"
         cv2.imwrite(str(src), np.zeros((8, 8, 3), np.uint8))
-        code, err = run(["enhance", src, tmp_path / "o.png", "--upscale", "2"], capsys)
+        asked = [flag, "2"] if flag == "--upscale" else [flag]
+        code, err = run(["enhance", src, tmp_path / "o.png", *asked], capsys)
         assert code == 1
+        kind = "×2" if mode == "x2" else mode
         assert error_lines(err) == [
-            f"sharpcam: error: no ×2 (x2) model in {tmp_path} (none has sharpcam.mode=x2 in its "
-            "metadata); pass --model PATH of a ×2 model, or drop --upscale"
+            f"sharpcam: error: no {words} model in {tmp_path} (none has sharpcam.mode={mode} in "
+            f"its metadata); pass --model PATH of a {kind} model, or drop {flag}"
         ]
 
 
@@ -273,17 +285,3 @@ class TestDeblockMode:
         lines = error_lines(err)
         assert len(lines) == 1 and "--deblock works on the full-size stream" in lines[0]
         assert not (tmp_path / "o.png").exists()
-
-    def test_no_deblock_model(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setenv("SHARPCAM_MODELS", str(tmp_path))
-        src = tmp_path / "in.png"
-        cv2.imwrite(str(src), np.zeros((8, 8, 3), np.uint8))
-        code, err = run(["enhance", src, tmp_path / "o.png", "--deblock"], capsys)
-        assert code == 1
-        assert error_lines(err) == [
-            f"sharpcam: error: no ×1 (deblock) model in {tmp_path} (none has "
-            "sharpcam.mode=deblock in its metadata); pass --model PATH of a deblock model, "
-            "or drop --deblock"
-        ]

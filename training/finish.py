@@ -26,6 +26,7 @@ from training.card import write_card
 from training.checkpoints import load_checkpoint, load_student, read_history
 from training.config import Config, RunError, config_command, read_config
 from training.data import Split, read_rgb
+from training.degradations import parse_mix
 from training.evaluation import (
     Evaluation,
     Row,
@@ -161,8 +162,6 @@ def degradation_line(config: Config) -> str:
     """The report's degradation line: the mix, and the per-image degradation the photo test
     set and the export's parity check use (for a mix of sequences only, ``seed``: say so
     rather than describe it as the training degradation)."""
-    from training.degradations import parse_mix
-
     per_image = run_degradation(config)
     if per_image.name in {part.name for part in parse_mix(config.degradation).parts}:
         return f"{config.degradation}: {per_image.description}"

@@ -187,8 +187,9 @@ def train_student(
     feed = teacher_feed(config.mode, teacher_cache.teacher if teacher_cache else None)
     salt = 0 if which == "a" else 1
     torch.manual_seed(config.seed + salt)
+    last = out / "last.pt"
     model = build_student(config.student, **config.student_args)
-    if config.init is not None and not (out / "last.pt").exists():
+    if config.init is not None and not last.exists():
         model.load_state_dict(initial_state(config.init, which, model))
         if world.main:
             log.info("student %s: starting from the weights in %s", which.upper(), config.init)
@@ -205,7 +206,6 @@ def train_student(
         "best_ssim": -1.0,
         "seconds": 0.0,
     }
-    last = out / "last.pt"
     if last.exists():
         saved = load_checkpoint(last)
         model.load_state_dict(saved["model"])

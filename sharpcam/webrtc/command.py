@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sharpcam.backends import BACKEND_CHOICES
-from sharpcam.errors import SharpcamError, UsageError
-from sharpcam.models import TIER_CHOICES
+from sharpcam.errors import ModelError, SharpcamError, UsageError
+from sharpcam.models import TIER_CHOICES, asked_mode
 from sharpcam.webrtc.access import AccessPolicy, new_token, split_host
 from sharpcam.webrtc.app import Relay, RelaySettings
 from sharpcam.webrtc.limits import HttpLimits
@@ -105,11 +105,10 @@ class ServeSettings:
             raise UsageError(f"--max-peers must be at least 1, got {self.max_peers}")
         if self.upscale not in (1, 2):
             raise UsageError(f"--upscale must be 1 or 2, got {self.upscale}")
-        if self.deblock and self.upscale != 1:
-            raise UsageError(
-                "--deblock works on the full-size stream and --upscale 2 on a half-size one: "
-                "drop one (the ×2 models already clean the half-size stream's blocking)"
-            )
+        try:
+            asked_mode(self.upscale, self.deblock)
+        except ModelError as exc:
+            raise UsageError(str(exc)) from None
         if not self.connect_timeout_s > 0:
             raise UsageError(f"--connect-timeout must be positive, got {self.connect_timeout_s}")
         if self.max_connections < 1:
