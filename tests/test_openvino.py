@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_models import broken_model, torch_model
+from helpers_models import broken_model, nearest_x2, nearest_x2_model, torch_model
 
 from sharpcam.backends import openvino as ov_backend
 from sharpcam.contract import REPO_MODEL
@@ -58,6 +58,28 @@ def test_parity_on_a_torch_model(tmp_path: Path) -> None:
     a = Engine(path, provider="cpu").process(frame).astype(np.int16)
     b = Engine(path, backend="openvino", precision="f32").process(frame).astype(np.int16)
     assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_identity_round_trips_every_level_exactly(tmp_path: Path, backend: str) -> None:
+    """The uint8 cast, layout change and round-half-up give every level back unchanged:
+    OpenVINO does the cast and layout in its pre/postprocessing, ONNX Runtime in graph nodes;
+    a cast that rounded instead of truncating after the +0.5 would move half the levels."""
+    path = broken_model(tmp_path / "identity.onnx")
+    levels = np.arange(256, dtype=np.uint8)
+    frame = np.stack([np.roll(levels, k) for k in range(3)], axis=-1)  # 256 levels per channel
+    frame = np.ascontiguousarray(np.broadcast_to(frame[None], (19, 256, 3)))
+    engine = Engine(path, backend=backend, provider="cpu", precision="f32")
+    np.testing.assert_array_equal(engine.process(frame), frame)
+    np.testing.assert_array_equal(engine.process(frame, bgr=True), frame)
+
+
+def test_x2_layout_on_openvino(tmp_path: Path) -> None:
+    """A ×2 model's output comes back in the right place (NHWC, cropped), odd size."""
+    path = nearest_x2_model(tmp_path / "nearest.onnx")
+    frame = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    out = Engine(path, backend="openvino", precision="f32", upscale=2).process(frame)
+    np.testing.assert_array_equal(out, nearest_x2(frame))
 
 
 def test_bf16_follows_the_cpu() -> None:
