@@ -24,6 +24,7 @@ from training.quantize import (
     fixed_upsample_convs,
     main,
     run_degradations,
+    zero_sum_convs,
 )
 from training.students import Ensemble, build_student
 
@@ -97,6 +98,7 @@ def test_accepts_a_model_that_keeps_its_quality(
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["sharpcam.scale"] == "1" and "int8" in meta["sharpcam.precision"]
+    assert "1 zero-sum first layer(s) kept float" in meta["sharpcam.precision"]
     assert "seed: input" in meta["sharpcam.int8_check"]
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
@@ -161,19 +163,47 @@ def test_checks_follow_the_runs_degradation(tmp_path: Path) -> None:
 
 
 def test_x2_bicubic_base_stays_float(run: tuple[Path, Path], tmp_path: Path) -> None:
-    """The fixed bicubic convolution makes every output pixel's base: int8 would round it."""
+    """The fixed bicubic convolution makes every output pixel's base: int8 would round it.
+    So does the zero-sum first layer (see :func:`test_zero_sum_layer_stays_float`)."""
     photos, folder = run
     model = tmp_path / "x2.onnx"
     export_model(
         Ensemble([build_student("fast-x2").fuse()]), model, metadata={"sharpcam.scale": "2"}
     )
-    fixed = fixed_upsample_convs(onnx.load(str(model)))
-    assert len(fixed) == 1
+    proto = onnx.load(str(model))
+    fixed, zero_sum = fixed_upsample_convs(proto), zero_sum_convs(proto)
+    assert len(fixed) == 1 and len(zero_sum) == 1
     out = tmp_path / "x2.int8.onnx"
     export_int8(model, photos, folder, out, Settings(calibration_crops=4))
     graph = onnx.load(str(out)).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
     assert convs[fixed[0]].input[1] not in dequantized  # its weights stay float
-    learned = [n for name, n in convs.items() if name != fixed[0]]
+    assert convs[zero_sum[0]].input[1] not in dequantized
+    learned = [n for name, n in convs.items() if name not in {*fixed, *zero_sum}]
     assert learned and all(n.input[1] in dequantized for n in learned)  # the rest is int8
+
+
+def test_zero_sum_layer_stays_float(
+    run: tuple[Path, Path], trained: torch.nn.Module, tmp_path: Path
+) -> None:
+    """The fast student's first layer sums to zero per output channel, so flat areas get
+    no residual; int8 weights would break the sum. It is found by its weights, and only it:
+    the trained layers after it are quantized."""
+    photos, folder = run
+    model = export_student(trained, tmp_path / "fast.onnx")
+    proto = onnx.load(str(model))
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    assert zero_sum_convs(proto) == convs[:1]
+    out = tmp_path / "fast.int8.onnx"
+    export_int8(model, photos, folder, out, Settings(calibration_crops=4))
+    graph = onnx.load(str(out)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    weights = {n.name: n.input[1] for n in graph.node if n.op_type == "Conv"}
+    assert [name for name in convs if weights[name] not in dequantized] == convs[:1]
+    # flat frames stay flat through the int8 model, as through the float one
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for level in (0.1, 0.5, 0.9):
+        flat = np.full((1, 3, 32, 48), level, np.float32)
+        (got,) = session.run(None, {INPUT_NAME: flat})
+        assert np.abs(got - flat).max() < 1e-6
