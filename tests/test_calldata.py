@@ -167,6 +167,30 @@ def test_consecutive_frames_follow_each_other(setup) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(again, (d0, g0, d1, g1), strict=True))
 
 
+def test_temporal_pairs_follow_the_mix(setup, tmp_path: Path) -> None:
+    """The temporal term's pairs carry the mix's degradations: about half of them the
+    cached call frames, the rest the seed blur of the same two pristine frames."""
+    config, split, root, _ = setup
+    inputs = MixedInputs.for_half(config, split, "a", root)
+    seed = get_degradation("seed")
+    quads = [inputs.consecutive(i, 0) for i in range(200)]
+    blurred = [
+        np.array_equal(d0, seed(g0, np.random.default_rng(0)))
+        and np.array_equal(d1, seed(g1, np.random.default_rng(0)))
+        for d0, g0, d1, g1 in quads
+    ]
+    assert sum(blurred) / len(quads) == pytest.approx(0.5, abs=0.1)
+    calls = [q for q, b in zip(quads, blurred, strict=True) if not b]
+    cached = {inputs.temporal.pair(i)[0].tobytes() for i in range(len(inputs.temporal))}
+    assert all(q[0].tobytes() in cached and q[2].tobytes() in cached for q in calls)
+    x2 = Config(**{**config.__dict__, "mode": "x2"})
+    fill_call_cache(x2, split, tmp_path)
+    inputs = MixedInputs.for_half(x2, split, "a", tmp_path)
+    halves = [inputs.consecutive(i, 0) for i in range(40)]
+    assert any(np.array_equal(d, seed_lr(g)) for d, g, _, _ in halves)
+    assert all(d.shape == (16, 16, 3) and g.shape == (32, 32, 3) for d, g, _, _ in halves)
+
+
 class TestCallClips:
     """``--call-clips``: frames of real training clips feed the call sequences too."""
 

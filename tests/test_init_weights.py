@@ -63,6 +63,20 @@ def test_a_checkpoint_starts_both(tmp_path: Path) -> None:
     assert same(initial_state(path, "b", blank()), one)
 
 
+def test_a_run_folder_starts_each_student_from_its_own_checkpoint(tmp_path: Path) -> None:
+    """The way to fine-tune students whose ONNX graph folds a layer: A and B from the
+    run's own best.pt files."""
+    a, b = trained_like(5, 16, 2), trained_like(6, 16, 2)
+    for which, student in (("a", a), ("b", b)):
+        (tmp_path / f"student_{which}").mkdir()
+        save_checkpoint(tmp_path / f"student_{which}" / "best.pt", {"model": student.state_dict()})
+    assert same(initial_state(tmp_path, "a", blank()), a)
+    assert same(initial_state(tmp_path, "b", blank()), b)
+    (tmp_path / "student_b" / "best.pt").unlink()
+    with pytest.raises(RunError, match=r"folder without student_b/best\.pt"):
+        initial_state(tmp_path, "b", blank())
+
+
 def test_other_sizes_are_one_clear_error(pair) -> None:
     path = pair[0]
     with pytest.raises(RunError, match=r"'body.0.weight' is \(16, 12, 3, 3\).*needs \(32, 12"):

@@ -26,7 +26,7 @@ import numpy as np
 from training.callcache import CacheSpec, CallCache, CallPairs, FillSummary, Source
 from training.config import Config, RunError
 from training.data import Split, read_rgb
-from training.degradations import SEQUENCE_DEGRADATIONS, Mix, MixError
+from training.degradations import SEQUENCE_DEGRADATIONS, Mix, MixError, get_degradation
 from training.degradations import parse_mix as _parse_mix
 from training.sequences import clip_role, read_clip
 
@@ -209,8 +209,15 @@ class MixedInputs:
     def consecutive(
         self, index: int, stream: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(input_{t-1}, gt_{t-1}, input_t, gt_t)``: two consecutive call frames, drawn for
-        training index ``index`` of ``stream`` (for the temporal term)."""
+        """``(input_{t-1}, gt_{t-1}, input_t, gt_t)``: two consecutive frames of a cached
+        sequence, drawn for training index ``index`` of ``stream`` (for the temporal term).
+
+        Which degradation the inputs carry is drawn with the mix's shares, like a training
+        pick: a sequence part gives the cached degraded frames (``call``'s, else the first
+        sequence part's); a per-image part (``seed``) degrades the two pristine frames
+        itself, both with the same draw (:func:`per_image_input`), so the term also sees
+        what a model does to consecutive frames of that degradation.
+        """
         frames = self.temporal
         if self._consecutive is None:
             self._consecutive = frames.consecutive()
@@ -218,12 +225,28 @@ class MixedInputs:
         i = self._consecutive[int(rng.integers(len(self._consecutive)))]
         previous = frames.previous(i)
         assert previous is not None
-        return (*previous, *frames.pair(i))
+        d0, g0 = previous
+        d1, g1 = frames.pair(i)
+        name = self.mix.choose(rng)
+        if name not in SEQUENCE_DEGRADATIONS:
+            draw = [self.seed, stream, index, TEMPORAL_SALT, 1]
+            d0 = per_image_input(name, self.mode, g0, draw)
+            d1 = per_image_input(name, self.mode, g1, draw)
+        return d0, g0, d1, g1
 
     def call_pair(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
         """``(input, ground truth)`` of a sequence pick."""
         assert pick.call_index is not None
         return self.sequences[pick.sequence].pair(pick.call_index)
+
+
+def per_image_input(name: str, mode: str, gt: np.ndarray, draw: list[int]) -> np.ndarray:
+    """The model input of pristine frame ``gt`` under the per-image degradation ``name``: as
+    for a photo patch, the half-size :func:`seed_lr` frame in ``x2`` mode; the generator is
+    made from ``draw``, so frames given the same ``draw`` get the same random parameters."""
+    if mode == "x2":
+        return seed_lr(gt)
+    return get_degradation(name)(np.ascontiguousarray(gt), np.random.default_rng(draw))
 
 
 def seed_lr(patch: np.ndarray) -> np.ndarray:

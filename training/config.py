@@ -95,7 +95,8 @@ class Config:
         default=None,
         metadata={
             "help": "start the students from these weights (fine-tuning): an exported "
-            "sharpcam .onnx (A from its student A, B from B) or a student's best.pt"
+            "sharpcam .onnx (A from its student A, B from B), a run folder (A from "
+            "student_a/best.pt, B from student_b/best.pt) or a student's best.pt"
         },
     )
     no_teacher: bool = field(
@@ -113,8 +114,8 @@ class Config:
     w_temporal: float = field(
         default=0.0,
         metadata={
-            "help": "weight of L1((S_t - S_t-1) - (GT_t - GT_t-1)) on consecutive call frames "
-            "(needs a call share in --degradation)"
+            "help": "weight of L1((S_t - S_t-1) - (GT_t - GT_t-1)) on consecutive frames of "
+            "the call sequences, degraded as the mix draws (needs a call share in --degradation)"
         },
     )
     max_patches: int | None = field(
@@ -232,10 +233,10 @@ def check_config(config: Config) -> None:
                 f"--teacher-model {config.teacher_model} does not exist: pass an exported "
                 "sharpcam .onnx or a student's best.pt"
             )
-    if config.init is not None and not Path(config.init).is_file():
+    if config.init is not None and not Path(config.init).exists():
         raise RunError(
-            f"--init {config.init} does not exist: pass an exported sharpcam .onnx or a "
-            "student's best.pt to start from (or drop --init)"
+            f"--init {config.init} does not exist: pass an exported sharpcam .onnx, a run "
+            "folder or a student's best.pt to start from (or drop --init)"
         )
     teacher = 0.0 if config.no_teacher else config.w_teacher
     perceptual = 0.0 if config.no_perceptual else config.w_perceptual

@@ -3,8 +3,11 @@
 Fine-tuning starts a run from what a shipped model already learned (the deblock model
 started from ``sharpcam.onnx``'s students). ``FILE`` is an exported sharpcam ``.onnx``
 (student A starts from the graph's ``students.0`` weights, B from ``students.1``; a
-one-student file starts both) or a student's ``best.pt``/``last.pt`` (both students start
-from it). The architecture must be the run's ``--student`` with the same sizes: any missing
+one-student file starts both), a training run's folder (A from its ``student_a/best.pt``,
+B from ``student_b/best.pt``: the way to fine-tune students whose exported graph folds a
+layer, as the ``fast`` and x2 students' zero-sum first layer), or a student's
+``best.pt``/``last.pt`` (both students start from it). The architecture must be the run's
+``--student`` with the same sizes: any missing
 or misshapen weight is one line.
 """
 
@@ -47,6 +50,14 @@ def initial_state(path: str | Path, which: str, model: nn.Module) -> dict[str, t
     """The state dict that student ``which`` ("a" or "b") of ``model``'s architecture starts
     from; :class:`RunError` when ``path`` does not fit that architecture."""
     path = Path(path)
+    if path.is_dir():
+        checkpoint = path / f"student_{which}" / "best.pt"
+        if not checkpoint.is_file():
+            raise RunError(
+                f"--init {path} is a folder without {checkpoint.relative_to(path)}: pass a "
+                "training run's folder (student_a/ and student_b/ with best.pt)"
+            )
+        path = checkpoint
     if path.suffix == ".onnx":
         students = _onnx_students(path)
         index = 1 if which == "b" and 1 in students else 0
