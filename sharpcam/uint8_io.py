@@ -41,37 +41,33 @@ def uint8_wrapper(model_path: Path, *, layout: bool = True) -> bytes:
     ``[0,1]`` and gives ``x*255 + 0.5`` saturated to ``[0, 255]``, still float
     ``[N,3,sH,sW]`` (input :data:`~sharpcam.contract.INPUT_NAME`, outputs :data:`U8_OUTPUT`
     and :data:`U8_CHECK`): the caller does the uint8 casts (truncating) and the layout
-    changes itself. OpenVINO's preprocessing does them inside the
-    reorders its CPU plugin makes anyway (:mod:`sharpcam.backends.openvino`).
+    changes itself. OpenVINO's preprocessing does them inside the reorders its CPU plugin
+    makes anyway (:mod:`sharpcam.backends.openvino`).
     """
     model = onnx.load(str(model_path))
     graph = model.graph
-    inner_in, inner_out = ("_f_in", "_f_out") if layout else (INPUT_NAME, "_f_out")
+    model_in = "_f_in" if layout else INPUT_NAME
     for node in graph.node:
-        node.input[:] = [inner_in if i == INPUT_NAME else i for i in node.input]
-        node.output[:] = [inner_out if o == OUTPUT_NAME else o for o in node.output]
+        node.input[:] = [model_in if i == INPUT_NAME else i for i in node.input]
+        node.output[:] = ["_f_out" if o == OUTPUT_NAME else o for o in node.output]
     front = [
         helper.make_node("Cast", [U8_INPUT], ["_c0"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["_c0", "_inv255"], ["_c1"]),
         helper.make_node("Transpose", ["_c1"], ["_f_in"], perm=[0, 3, 1, 2]),
     ]
-    scaled = [
+    rounded = "_d3" if layout else U8_OUTPUT
+    back = [
         helper.make_node("Mul", ["_d0" if layout else "_f_out", "_255"], ["_d1"]),
         helper.make_node("Add", ["_d1", "_half"], ["_d2"]),
+        helper.make_node("Clip", ["_d2", "_zero", "_top"], [rounded]),
+        helper.make_node("ReduceSum", ["_f_out"], [U8_CHECK], keepdims=1),
     ]
     if layout:
         back = [
             helper.make_node("Transpose", ["_f_out"], ["_d0"], perm=[0, 2, 3, 1]),
-            *scaled,
-            helper.make_node("Clip", ["_d2", "_zero", "_top"], ["_d3"]),
-            helper.make_node("Cast", ["_d3"], [U8_OUTPUT], to=TensorProto.UINT8),
+            *back,
+            helper.make_node("Cast", [rounded], [U8_OUTPUT], to=TensorProto.UINT8),
         ]
-    else:
-        back = [
-            *scaled,
-            helper.make_node("Clip", ["_d2", "_zero", "_top"], [U8_OUTPUT]),
-        ]
-    back.append(helper.make_node("ReduceSum", ["_f_out"], [U8_CHECK], keepdims=1))
     consts = {"_inv255": 1 / 255, "_255": 255.0, "_half": 0.5, "_zero": 0.0, "_top": 255.0}
     graph.initializer.extend(
         numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()
@@ -79,19 +75,15 @@ def uint8_wrapper(model_path: Path, *, layout: bool = True) -> bytes:
     nodes = [*(front if layout else []), *graph.node, *back]
     del graph.node[:]
     graph.node.extend(nodes)
-    del graph.output[:]
+    nhwc = ["n", "h", "w", 3]
     if layout:
         del graph.input[:]
-        graph.input.append(
-            helper.make_tensor_value_info(U8_INPUT, TensorProto.UINT8, ["n", "h", "w", 3])
-        )
-        graph.output.append(
-            helper.make_tensor_value_info(U8_OUTPUT, TensorProto.UINT8, ["n", "h", "w", 3])
-        )
-    else:
-        graph.output.append(
-            helper.make_tensor_value_info(U8_OUTPUT, TensorProto.FLOAT, ["n", 3, "h", "w"])
-        )
+        graph.input.append(helper.make_tensor_value_info(U8_INPUT, TensorProto.UINT8, nhwc))
+    out_type, out_shape = (
+        (TensorProto.UINT8, nhwc) if layout else (TensorProto.FLOAT, ["n", 3, "h", "w"])
+    )
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(U8_OUTPUT, out_type, out_shape))
     graph.output.append(helper.make_tensor_value_info(U8_CHECK, TensorProto.FLOAT, [1, 1, 1, 1]))
     del graph.value_info[:]
     return model.SerializeToString()

@@ -7,8 +7,7 @@ one-student file starts both), a training run's folder (A from its ``student_a/b
 B from ``student_b/best.pt``: the way to fine-tune students whose exported graph folds a
 layer, as the ``fast`` and x2 students' zero-sum first layer), or a student's
 ``best.pt``/``last.pt`` (both students start from it). The architecture must be the run's
-``--student`` with the same sizes: any missing
-or misshapen weight is one line.
+``--student`` with the same sizes: any missing or misshapen weight is one line.
 """
 
 from __future__ import annotations

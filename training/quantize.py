@@ -309,7 +309,8 @@ def export_int8(
         raise QuantizeError(f"{split_path} does not exist: pass --run with a training run folder")
     split = Split.load(split_path)
     split.verify(data)
-    scale = model_scale(onnx.load(str(model), load_external_data=False))
+    source = onnx.load(str(model), load_external_data=False)
+    scale = model_scale(source)
     degradations = run_degradations(run, scale)
     train = (*split.train_a, *split.train_b)
     inputs = calibration_inputs(data, train, degradations, scale, settings)
@@ -321,7 +322,7 @@ def export_int8(
     proto = onnx.load_from_string(int8)
     for key, value in (
         ("sharpcam.precision", "int8: QDQ, convolutions only (uint8 activations, int8 "
-         f"per-channel weights; {kept_float(onnx.load(str(model)))}), min-max calibration "
+         f"per-channel weights; {kept_float(source)}), min-max calibration "
          f"on {len(inputs)} crops of training photos"),
         ("sharpcam.int8_check", "; ".join(c.line() for c in checks)),
     ):  # fmt: skip
