@@ -5,8 +5,9 @@ OpenVINO reads the model with the same rounding tail as ONNX Runtime's uint8 wra
 alike, and the whole call, conversion included, runs inside the compiled graph. The
 uint8 casts and the NHWC <-> NCHW changes are OpenVINO preprocessing steps rather than
 graph nodes: the CPU plugin folds them into the layout reorders it makes anyway. At 720p
-that made the fast restore tier's whole call 12 % faster than the wrapper's Cast and
-Transpose nodes, bit-identical output (interleaved, 2-core AVX2 machine, 2026-12-08).
+that took the fast restore tier's whole call to 0.87x of its time with the wrapper's Cast
+and Transpose nodes, bit-identical output (a scratch interleaved timing, 25 calls each, on
+the 2-core AVX2 machine of 2026-12-08; `sharpcam bench` has no row for the old way).
 
 The model is compiled for each frame size (static shapes run faster on the CPU plugin; a
 size change costs one compile, tens of milliseconds for sharpcam's models).
